@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Build kube-apiserver, kubectl and etcd (envtest layout) and helm from the Go
+# module proxy into a cache directory outside the repository.
+#
+# Why a wrapper module: k8s.io/kubernetes pins its staging modules at v0.0.0 with
+# local `replace` lines, so `go install` refuses it. We generate one replace per
+# staging module (read from the pinned upstream go.mod, never hard-coded) that
+# points at the published v0.<minor>.<patch> tag. Each binary is skipped when
+# it already exists, so a warm run costs nothing.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=versions.env
+. "$here/versions.env"
+
+CACHE="${TIDEGATE_CACHE:-$HOME/.cache/tidegate}"
+ASSETS="${KUBEBUILDER_ASSETS:-$CACHE/envtest/k8s-$K8S_VERSION}"
+BIN="$CACHE/bin"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+mkdir -p "$ASSETS" "$BIN"
+
+need_k8s=0
+for b in kube-apiserver kubectl; do [ -x "$ASSETS/$b" ] || need_k8s=1; done
+if [ "$need_k8s" = 1 ]; then
+  echo "[k8s] building kube-apiserver + kubectl $K8S_VERSION into $ASSETS (cold: ~15-25 min on 2 cores)"
+  minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  stg="v0.${K8S_VERSION#v1.}"
+  w="$(mktemp -d)"; trap 'rm -rf "$w"' EXIT
+  ( cd "$w"
+    go mod init local/k8sbins >/dev/null 2>&1
+    up="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
+          | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')"
+    go mod edit -go="$(awk '/^go /{print $2}' "$up")"
+    grep -E '^godebug ' "$up" >> go.mod || true
+    for m in $(sed -nE 's#^[[:space:]]*(k8s\.io/[A-Za-z0-9._-]+) => \./staging/src/.*#\1#p' "$up"); do
+      go mod edit -replace="$m=$m@$stg"
+    done
+    go get "k8s.io/kubernetes@$K8S_VERSION"
+    ldf="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
+         -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
+         -X k8s.io/component-base/version.gitTreeState=clean"
+    go build -trimpath -ldflags "$ldf" -o "$ASSETS/" \
+         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl )
+  rm -rf "$w"; trap - EXIT
+else
+  echo "[k8s] kube-apiserver + kubectl $K8S_VERSION present, skipped"
+fi
+
+if [ ! -x "$ASSETS/etcd" ]; then
+  echo "[etcd] building etcd $ETCD_VERSION into $ASSETS"
+  w="$(mktemp -d)"; trap 'rm -rf "$w"' EXIT
+  ( cd "$w"; go mod init local/etcdbin >/dev/null 2>&1
+    go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION"
+    go build -trimpath -ldflags "-s -w" -o "$ASSETS/etcd" go.etcd.io/etcd/server/v3 )
+  rm -rf "$w"; trap - EXIT
+else
+  echo "[etcd] etcd $ETCD_VERSION present, skipped"
+fi
+
+if [ ! -x "$BIN/helm" ]; then
+  echo "[helm] building helm $HELM_VERSION into $BIN"
+  GOBIN="$BIN" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+else
+  echo "[helm] helm $HELM_VERSION present, skipped"
+fi
+echo "$ASSETS"

@@ -1,0 +1,60 @@
+"""The ``tidegate`` command. Subcommands are thin: parse arguments, call the package, print."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from tidegate import __version__
+
+DEFAULT_CONFIG = "config/app.yml"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tidegate")
+def main() -> None:
+    """tidegate: progressive delivery of ML trade scorers (shadow -> canary -> ramp -> full)."""
+
+
+@main.group()
+def config() -> None:
+    """Inspect and validate config/app.yml."""
+
+
+@config.command("validate")
+@click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="configuration file")
+def config_validate(config_path: Path) -> None:
+    """Report every problem in the configuration with its field path; exit 1 if any."""
+    from tidegate.config import validate_config_file
+
+    problems = validate_config_file(config_path)
+    if problems:
+        click.echo(f"{config_path}: {len(problems)} problem(s)", err=True)
+        for problem in problems:
+            click.echo(f"  - {problem}", err=True)
+        sys.exit(1)
+    click.echo(f"{config_path}: OK")
+
+
+@config.command("show")
+@click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True,
+              type=click.Path(dir_okay=False, path_type=Path), help="configuration file")
+def config_show(config_path: Path) -> None:
+    """Print the effective configuration (defaults filled in, variables resolved) as YAML."""
+    import yaml
+
+    from tidegate.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(1)
+    click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

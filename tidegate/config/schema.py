@@ -1,0 +1,132 @@
+"""The schema of ``config/app.yml``: the seed's sections and keys, as written.
+
+Every model forbids unknown keys: a misspelt key (``canary_fration``) silently
+falling back to a default is how a canary ends up at 100%. Field descriptions
+feed the generated configuration reference (docs/configuration.md).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tidegate.durations import Duration
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class ExchangeConfig(Section):
+    mode: Literal["paper", "real"] = Field("paper", description="paper simulator or the real venue")
+    venue: Literal["bybit_v5"] = Field("bybit_v5", description="venue adapter (ccxt)")
+    maker_only: bool = Field(True, description="only ever provide liquidity")
+    reduce_only: bool = Field(True, description="exit orders may only reduce a position")
+    post_only: bool = Field(True, description="orders that would cross are rejected, not filled")
+
+
+class NatsConfig(Section):
+    url: str = Field("nats://127.0.0.1:4222", description="NATS server URL")
+    kv_bucket: str = Field("tidegate_rollout", pattern=r"^[A-Za-z0-9_-]+$",
+                           description="JetStream KV bucket holding the rollout state")
+    connect_timeout_s: float = Field(2.0, gt=0, description="connect timeout, seconds")
+
+
+class PrometheusConfig(Section):
+    url: str = Field("http://127.0.0.1:9090", description="Prometheus base URL for guard-rail queries")
+    timeout_s: float = Field(5.0, gt=0, description="per-query timeout, seconds")
+
+
+class RolloutConfig(Section):
+    mode: Literal["disabled", "canary", "full"] = Field(
+        "disabled", description="disabled: paper only; canary: fraction to the candidate; full: all")
+    canary_fraction: float = Field(0.10, ge=0.0, le=1.0, description="share of signals routed to canary")
+    rng_seed: int = Field(1337, ge=0, description="salt of the deterministic routing hash")
+
+
+class RolloutGuardConfig(Section):
+    winrate_delta_pp: float = Field(5.0, ge=0, le=100,
+                                    description="canary may trail the baseline by this many percentage points")
+    min_sample: int = Field(200, ge=1, description="canary trades before the win-rate gate may fail")
+    psi_block: float = Field(0.30, gt=0, description="PSI above this on any feature rolls back")
+    ks_block: float = Field(0.20, gt=0, le=1, description="KS statistic above this on any feature rolls back")
+    ece_max: float = Field(0.05, gt=0, le=1, description="expected calibration error ceiling")
+    fill_rate_min: float = Field(0.25, ge=0, le=1, description="minimum canary fill rate")
+    markout_min_bps: float = Field(0.0, description="minimum canary average markout at 1000 ms, bps")
+    cooldown: Duration = Field(900.0, description="after a rollback, no new release starts for this long")
+    parity_window: Duration = Field(600.0, description="window of increase(onnx_parity_fail_total[...])")
+    drift_window: Duration = Field(1800.0, description="window of max_over_time(psi_feature[...])")
+    winrate_window: Duration = Field(1800.0, description="window of the win-rate comparison")
+
+
+class SizingConfig(Section):
+    leverage: float = Field(10, gt=0, le=125, description="leverage applied to free balance")
+    notional_cap_usd: float = Field(20000, gt=0, description="cap on order notional, USD")
+    use_all_in: bool = Field(True, description="size from the whole free balance (else the cap only)")
+    min_free_balance_usd: float = Field(200, ge=0, description="below this free balance no order is sized")
+    lot_size_rounding: Literal["floor"] = Field(
+        "floor", description="quantities are only ever rounded down to the lot step")
+
+
+class LiquidityBySideConfig(Section):
+    enabled: bool = True
+    alpha: float = Field(1.5, gt=0, description="required same-side depth as a multiple of order size")
+    levels: int = Field(3, ge=1, le=50, description="book levels summed for the depth")
+
+
+class ExecutorGatesConfig(Section):
+    liquidity_by_side: LiquidityBySideConfig = LiquidityBySideConfig()
+
+
+class ExecutorConfig(Section):
+    warmup_seconds: Duration = Field(90.0, description="no trading this long after start-up")
+    fail_safe_cooldown: Duration = Field(900.0, description="paper-only routing after a CRIT control event")
+    sizing: SizingConfig = SizingConfig()
+    gates: ExecutorGatesConfig = ExecutorGatesConfig()
+
+
+class NearLiqGuardConfig(Section):
+    enabled: bool = True
+    sl_buffer_multiplier: float = Field(1.5, gt=0, description="block longs nearer liquidation than this x SL")
+
+
+class RiskConfig(Section):
+    near_liq_guard: NearLiqGuardConfig = NearLiqGuardConfig()
+    assumed_sl_pct: float = Field(0.003, gt=0, lt=1, description="assumed stop-loss distance, fraction")
+
+
+class ShadowConfig(Section):
+    enabled: bool = Field(True, description="score every candidate with the shadow model too")
+    use_threshold_from_meta: bool = Field(True, description="take tau_entry/tau_hold from model.json")
+    tau_entry: float | None = Field(None, ge=0, le=1, description="override entry threshold")
+    tau_hold: float | None = Field(None, ge=0, le=1, description="override hold threshold")
+
+
+class AiScorerConfig(Section):
+    shadow: ShadowConfig = ShadowConfig()
+
+
+class RegistryConfig(Section):
+    root: str = Field("models/registry", description="model registry directory")
+
+
+class DataConfig(Section):
+    capture_dir: str = Field("../shared/data/capture", description="recorded Binance capture directory")
+    parquet_dir: str = Field("data/parquet", description="hive-partitioned parquet output")
+
+
+class AppConfig(Section):
+    """Root of config/app.yml."""
+
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1)
+    exchange: ExchangeConfig = ExchangeConfig()
+    nats: NatsConfig = NatsConfig()
+    prometheus: PrometheusConfig = PrometheusConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    rollout_guard: RolloutGuardConfig = RolloutGuardConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    risk: RiskConfig = RiskConfig()
+    ai_scorer: AiScorerConfig = AiScorerConfig()
+    registry: RegistryConfig = RegistryConfig()
+    data: DataConfig = DataConfig()
