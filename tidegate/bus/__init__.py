@@ -1,0 +1,1 @@
+"""NATS: subject names, JetStream streams, versioned message schemas, and thin adapters."""
