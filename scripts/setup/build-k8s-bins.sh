@@ -58,7 +58,8 @@ fi
 
 if [ ! -x "$BIN/helm" ]; then
   echo "[helm] building helm $HELM_VERSION into $BIN"
-  GOBIN="$BIN" go install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  GOBIN="$BIN" go install -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
+    "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 else
   echo "[helm] helm $HELM_VERSION present, skipped"
 fi
