@@ -63,4 +63,18 @@ if [ ! -x "$BIN/helm" ]; then
 else
   echo "[helm] helm $HELM_VERSION present, skipped"
 fi
+CRDS="$CACHE/crds/prometheus-operator-$PROM_OPERATOR_VERSION"
+if [ ! -f "$CRDS/monitoring.coreos.com_prometheusrules.yaml" ]; then
+  # The real ServiceMonitor/PrometheusRule CRDs, so the chart's manifests can be
+  # dry-run server-side against the test API server. The module zip carries them.
+  echo "[crds] prometheus-operator $PROM_OPERATOR_VERSION CRDs into $CRDS"
+  dir="$(go mod download -json "github.com/prometheus-operator/prometheus-operator@$PROM_OPERATOR_VERSION" \
+        | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  mkdir -p "$CRDS"
+  cp "$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" \
+     "$dir/example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml" "$CRDS/"
+  chmod u+w "$CRDS"/*.yaml
+else
+  echo "[crds] prometheus-operator $PROM_OPERATOR_VERSION CRDs present, skipped"
+fi
 echo "$ASSETS"

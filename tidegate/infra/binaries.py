@@ -91,3 +91,9 @@ def require(name: str) -> Path:
     if isinstance(found, Missing):
         raise FileNotFoundError(str(found))
     return found
+
+
+def prometheus_operator_crds_dir() -> Path:
+    """ServiceMonitor/PrometheusRule CRDs copied by the setup from the prometheus-operator module."""
+    version = pinned_versions().get("PROM_OPERATOR_VERSION", "v0.85.0")
+    return cache_dir() / "crds" / f"prometheus-operator-{version}"

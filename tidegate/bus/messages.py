@@ -1,0 +1,183 @@
+"""Versioned message schemas for every subject on the bus.
+
+Each message carries ``v`` (its schema version) and is validated at the edge:
+a consumer parses bytes with ``decode`` and a message that does not validate
+is a *malformed message*: counted in ``bad_message_total{service,subject}`` and
+dropped (see tidegate.bus.consumer). The core never sees unvalidated data.
+
+Schemas are deliberately flat and numeric (floats, ints, short strings): they
+are parsed on the hot path, once per tick or candidate. Timestamps are integer
+nanoseconds in *exchange time* (``ts_ns``) unless the field says otherwise
+(``recv_ns`` is the local receive time of the market-data message); the whole
+pipeline runs in exchange time so that a replay at any speed makes the same
+decisions and the same markouts.
+
+Bumping a schema: add a new ``v`` literal and accept both while producers
+migrate; a consumer never guesses at an unknown version.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Side = Literal["buy", "sell"]
+Route = Literal["paper", "canary", "full"]
+Level = tuple[float, float]  # (price, quantity)
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def to_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+class BookMsg(Message):
+    """Book after one depth update: top levels plus the level changes that produced it.
+
+    ``bid_changes``/``ask_changes`` are the raw diffs (quantity 0 deletes a level): the
+    paper simulator needs them to clear a queue when its level disappears.
+    """
+
+    v: Literal[1] = 1
+    symbol: str = Field(min_length=1)
+    ts_ns: int = Field(ge=0)
+    recv_ns: int = Field(ge=0)
+    seq: int = Field(ge=0)
+    bids: list[Level]
+    asks: list[Level]
+    bid_changes: list[Level] = Field(default_factory=list)
+    ask_changes: list[Level] = Field(default_factory=list)
+
+    @property
+    def mid(self) -> float | None:
+        if not self.bids or not self.asks:
+            return None
+        return (self.bids[0][0] + self.asks[0][0]) / 2.0
+
+
+class TradeMsg(Message):
+    """A public trade. ``aggressor`` is the taker's side (Binance ``m=true`` → seller)."""
+
+    v: Literal[1] = 1
+    symbol: str = Field(min_length=1)
+    ts_ns: int = Field(ge=0)
+    recv_ns: int = Field(ge=0)
+    price: float = Field(gt=0)
+    qty: float = Field(gt=0)
+    aggressor: Side
+
+
+class CandidateMsg(Message):
+    """A candidate signal with the feature vector the scorer needs, in schema order."""
+
+    v: Literal[1] = 1
+    signal_id: str = Field(min_length=1)
+    symbol: str = Field(min_length=1)
+    side: Side
+    ts_ns: int = Field(ge=0)
+    recv_ns: int = Field(ge=0)
+    emitted_ns: int = Field(ge=0, description="wall clock (time.time_ns) when published, for latency")
+    price: float = Field(gt=0, description="mid price when the signal fired")
+    schema_hash: str
+    features: list[float]
+
+
+class ApprovedMsg(Message):
+    """A candidate a model approved, with the route the routing hash assigned."""
+
+    v: Literal[1] = 1
+    signal_id: str = Field(min_length=1)
+    symbol: str
+    side: Side
+    ts_ns: int = Field(ge=0)
+    recv_ns: int = Field(ge=0)
+    emitted_ns: int = Field(ge=0)
+    scored_ns: int = Field(ge=0, description="wall clock when scored")
+    price: float = Field(gt=0)
+    route: Route
+    model_id: str
+    score: float = Field(ge=0, le=1)
+    tau_entry: float = Field(ge=0, le=1)
+    bucket: int = Field(ge=0, lt=10000)
+
+
+class ShadowMsg(Message):
+    """What the shadow model decided about a candidate: recorded, never executed."""
+
+    v: Literal[1] = 1
+    signal_id: str
+    symbol: str
+    ts_ns: int = Field(ge=0)
+    model_id: str
+    score: float = Field(ge=0, le=1)
+    approved: bool
+    live_model_id: str
+    live_score: float = Field(ge=0, le=1)
+
+
+OrderStatus = Literal["new", "accepted", "rejected", "cancelled", "filled"]
+
+
+class OrderMsg(Message):
+    """One order lifecycle event from the executor (JetStream; de-duplicated by id)."""
+
+    v: Literal[1] = 1
+    client_order_id: str = Field(min_length=1)
+    signal_id: str
+    symbol: str
+    route: Route
+    venue: Literal["paper", "real"]
+    side: Side
+    price: float = Field(gt=0)
+    qty: float = Field(gt=0)
+    status: OrderStatus
+    reason: str = ""
+    reduce_only: bool = False
+    post_only: bool = True
+    rung: int = Field(0, ge=0)
+    bucket: str = ""
+    model_id: str = ""
+    score: float = Field(0.0, ge=0, le=1)
+    ts_ns: int = Field(ge=0)
+
+
+class FillMsg(Message):
+    """A (partial) fill. ``fee`` is quote currency, computed as qty × price × rate."""
+
+    v: Literal[1] = 1
+    fill_id: str = Field(min_length=1)
+    client_order_id: str
+    signal_id: str
+    symbol: str
+    route: Route
+    venue: Literal["paper", "real"]
+    side: Side
+    price: float = Field(gt=0)
+    qty: float = Field(gt=0)
+    fee: float
+    fee_rate: float
+    liquidity: Literal["maker", "taker"]
+    reduce_only: bool = False
+    model_id: str = ""
+    score: float = Field(0.0, ge=0, le=1)
+    ts_ns: int = Field(ge=0)
+
+
+M = TypeVar("M", bound=Message)
+
+
+class MalformedMessage(ValueError):
+    """Bytes that do not parse as the subject's schema; the text says why (first error only)."""
+
+
+def decode(schema: type[M], data: bytes) -> M:
+    """Parse one message or raise MalformedMessage naming the field that failed."""
+    try:
+        return schema.model_validate_json(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "<message>"
+        raise MalformedMessage(f"{schema.__name__}.{where}: {err['msg']}") from None
