@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, WithJsonSchema
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
@@ -63,4 +63,10 @@ def _validate(value: object) -> float:
 
 
 # A pydantic field type: accepts "15m" or 900, holds float seconds, dumps as "15m".
-Duration = Annotated[float, BeforeValidator(_validate), PlainSerializer(format_duration, return_type=str)]
+Duration = Annotated[
+    float,
+    BeforeValidator(_validate),
+    PlainSerializer(format_duration, return_type=str),
+    WithJsonSchema({"type": "string", "format": "duration", "pattern": DURATION_PATTERN,
+                    "description": "seconds as a number, or a duration such as 30s, 15m, 2h, 1d"}),
+]
