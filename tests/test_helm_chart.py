@@ -66,9 +66,9 @@ def test_rendered_manifests_have_every_service_and_least_privilege(helm, values)
                     ["containers"][0]["env"]}
     assert executor_env["EXCHANGE_MODE"]["value"] == ("real" if values == "values-real.yaml" else "paper")
     if values == "values-real.yaml":
-        assert executor_env["API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tidegate-exchange-keys"
+        assert executor_env["BYBIT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tidegate-exchange-keys"
     else:
-        assert "API_KEY" not in executor_env
+        assert "BYBIT_API_KEY" not in executor_env
     cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "rel-tidegate-config")
     app = yaml.safe_load(cm["data"]["app.yml"])
     from tidegate.config.loader import parse_config

@@ -56,5 +56,10 @@ def config_show(config_path: Path) -> None:
     click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
 
 
+from tidegate.release.cli import release as _release_group  # noqa: E402  (release run|status|promote|...)
+
+main.add_command(_release_group)
+
+
 if __name__ == "__main__":
     main()

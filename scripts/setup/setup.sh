@@ -25,6 +25,8 @@ fi
 step "apt packages"
 apt_pkgs=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_pkgs+=(prometheus)
+# docker-compose (1.29, Python): validates compose.yaml in the tests; no Docker engine needed
+command -v docker-compose >/dev/null || apt_pkgs+=(docker-compose)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"

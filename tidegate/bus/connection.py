@@ -118,7 +118,7 @@ class Bus:
             try:
                 await asyncio.wait_for(fut, timeout=2.0)
                 return
-            except Exception:  # noqa: BLE001 - any failure means "not known to be stored"
+            except Exception:  # any failure means "not known to be stored"
                 pass
         delay = 0.1
         while True:
@@ -128,7 +128,7 @@ class Bus:
                 return
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 log.debug("republish of %s failed: %s", headers["Nats-Msg-Id"], exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)

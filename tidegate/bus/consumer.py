@@ -11,7 +11,10 @@ Two shapes:
   rather than loses. Malformed messages are terminated (``term``: never
   redelivered) and counted. Fetch errors while the server is away are waited
   out; the durable consumer lives in the server's file store and resumes where
-  it stopped.
+  it stopped. Acks are fire-and-forget, so acks sent while the server was going
+  away are lost and those messages come back after ``ack_wait``: delivery is
+  at-least-once, and every handler is idempotent (ids are business ids,
+  republished with the same ``Nats-Msg-Id``).
 """
 
 from __future__ import annotations
@@ -85,7 +88,8 @@ class DurableConsumer(Generic[M]):
 
     def __init__(self, bus: Bus, *, stream: str, durable: str, subject: str, schema: type[M],
                  handler: Callable[[Sequence[M]], Awaitable[None]], counters: MessageCounters,
-                 batch: int = 256, max_ack_pending: int = 100_000, deliver_new: bool = True):
+                 batch: int = 256, max_ack_pending: int = 100_000, deliver_new: bool = True,
+                 ack_wait: float = 10.0):
         self.bus = bus
         self.stream = stream
         self.durable = durable
@@ -96,10 +100,11 @@ class DurableConsumer(Generic[M]):
         self.batch = batch
         self.max_ack_pending = max_ack_pending
         self.deliver_new = deliver_new
+        self.ack_wait = ack_wait
         self._sub: Any = None
 
     async def _bind(self) -> None:
-        cfg = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=30.0,
+        cfg = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
                              max_ack_pending=self.max_ack_pending, filter_subject=self.subject,
                              deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL)
         self._sub = await self.bus.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream,
@@ -118,7 +123,7 @@ class DurableConsumer(Generic[M]):
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - server away / reconnecting
+            except Exception as exc:  # server away / reconnecting
                 log.debug("fetch on %s failed (%s); retrying", self.durable, exc)
                 await asyncio.sleep(0.2)
                 continue

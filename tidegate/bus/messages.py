@@ -22,6 +22,8 @@ from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from tidegate.market.events import BookTicker, DepthUpdate, Trade
+
 Side = Literal["buy", "sell"]
 Route = Literal["paper", "canary", "full"]
 Level = tuple[float, float]  # (price, quantity)
@@ -38,18 +40,32 @@ class BookMsg(Message):
     """Book after one depth update: top levels plus the level changes that produced it.
 
     ``bid_changes``/``ask_changes`` are the raw diffs (quantity 0 deletes a level): the
-    paper simulator needs them to clear a queue when its level disappears.
+    paper simulator needs them to clear a queue when its level disappears. A
+    ``ticker`` message carries the touch as its changes (first/last id = update id).
+    ``to_event`` rebuilds the market event so that the signal engine's online
+    features see exactly what the training pipeline saw.
     """
 
     v: Literal[1] = 1
     symbol: str = Field(min_length=1)
+    kind: Literal["depth", "ticker"] = "depth"
     ts_ns: int = Field(ge=0)
     recv_ns: int = Field(ge=0)
     seq: int = Field(ge=0)
+    first_id: int = -1  # venue update ids, passed through so consumers can rebuild the exact event
+    last_id: int = -1
+    prev_id: int = -1
     bids: list[Level]
     asks: list[Level]
     bid_changes: list[Level] = Field(default_factory=list)
     ask_changes: list[Level] = Field(default_factory=list)
+
+    def to_event(self) -> DepthUpdate | BookTicker:
+        if self.kind == "ticker":
+            (bp, bq), (ap, aq) = self.bid_changes[0], self.ask_changes[0]
+            return BookTicker(self.recv_ns, self.ts_ns, self.symbol, self.last_id, bp, bq, ap, aq)
+        return DepthUpdate(self.recv_ns, self.ts_ns, self.symbol, self.first_id, self.last_id, self.prev_id,
+                           tuple(map(tuple, self.bid_changes)), tuple(map(tuple, self.ask_changes)))  # type: ignore[arg-type]
 
     @property
     def mid(self) -> float | None:
@@ -68,6 +84,11 @@ class TradeMsg(Message):
     price: float = Field(gt=0)
     qty: float = Field(gt=0)
     aggressor: Side
+    trade_id: int = -1
+
+    def to_event(self) -> Trade:
+        return Trade(self.recv_ns, self.ts_ns, self.symbol, self.trade_id, self.price, self.qty,
+                     1 if self.aggressor == "buy" else -1)
 
 
 class CandidateMsg(Message):

@@ -24,6 +24,10 @@ class ExchangeConfig(Section):
     maker_only: bool = Field(True, description="only ever provide liquidity")
     reduce_only: bool = Field(True, description="exit orders may only reduce a position")
     post_only: bool = Field(True, description="orders that would cross are rejected, not filled")
+    markets_file: str = Field("config/markets/bybit_v5_linear.json",
+                              description="venue markets parsed offline by ccxt (paper mode never calls the venue)")
+    reference_maker_fee: float = Field(0.0001, description="expected maker fee rate (validate_symbols, risk)")
+    reference_taker_fee: float = Field(0.0006, description="expected taker fee rate (validate_symbols, risk)")
 
 
 class NatsConfig(Section):
@@ -31,6 +35,8 @@ class NatsConfig(Section):
     kv_bucket: str = Field("tidegate_rollout", pattern=r"^[A-Za-z0-9_-]+$",
                            description="JetStream KV bucket holding the rollout state")
     connect_timeout_s: float = Field(2.0, gt=0, description="connect timeout, seconds")
+    namespace: str = Field("", pattern=r"^[A-Za-z0-9_-]*$",
+                           description="prefix of every subject and stream (isolates environments on one server)")
 
 
 class PrometheusConfig(Section):
@@ -69,6 +75,51 @@ class SizingConfig(Section):
         "floor", description="quantities are only ever rounded down to the lot step")
 
 
+class ServicePorts(Section):
+    metrics_port: int = Field(0, ge=0, le=65535, description="/metrics port (env METRICS_PORT wins; 0: none)")
+    health_port: int = Field(0, ge=0, le=65535,
+                             description="/healthz port (env HEALTH_PORT wins; 0: served on the metrics port)")
+
+
+class CollectorConfig(ServicePorts):
+    source: Literal["auto", "capture", "synthetic"] = Field(
+        "auto", description="auto: the capture when present, else the synthetic generator")
+    capture_file: str = Field("binance_usdm_btcusdt_20240808.gz", description="file in data.capture_dir")
+    speed: float = Field(1.0, ge=0, description="replay speed factor (0: as fast as possible)")
+    max_events: int | None = Field(None, ge=1, description="stop after this many events (None: whole source)")
+    start_offset_s: float = Field(0.0, ge=0, description="skip this much of the source's beginning")
+    book_levels: int = Field(10, ge=1, le=200, description="levels per side in each book message")
+    synthetic_seconds: float = Field(120.0, gt=0, description="length of a synthetic run")
+    loop: bool = Field(False, description="start again at the end of the source")
+
+
+class SignalEngineConfig(ServicePorts):
+    max_backlog: int = Field(5000, ge=1, description="skip candidates while sig.candidates holds more than this")
+    backlog_check_interval: Duration = Field(0.2, description="how often the candidate backlog is measured")
+    min_interval_ms: float = Field(100.0, ge=0, description="per symbol, at most one candidate this often")
+
+
+class SimulatorConfig(Section):
+    queue_model: Literal["risk_averse", "prob", "optimistic"] = Field(
+        "risk_averse", description="queue-position model of the paper exchange")
+    prob_power: float = Field(2.0, gt=0, description="power of the prob queue model's f(x) = x**n")
+    latency_model: Literal["constant", "lognormal", "empirical"] = Field(
+        "constant", description="order latency model of the paper exchange")
+    entry_latency_ms: float = Field(5.0, ge=0, description="order entry latency (median for lognormal)")
+    response_latency_ms: float = Field(5.0, ge=0, description="order response latency (constant model)")
+    latency_sigma: float = Field(0.5, ge=0, description="log-normal sigma")
+    latency_samples_file: str | None = Field(None, description="JSON with latency samples_ms (empirical model)")
+    seed: int = Field(0, ge=0, description="seed of the stochastic models")
+
+
+class LadderConfig(Section):
+    rungs: int = Field(1, ge=1, le=10, description="entry ladder rungs")
+    step_ticks: int = Field(1, ge=1, description="ticks between rungs")
+    exit_ticks: int = Field(2, ge=1, description="reduce-only exit placed this many ticks from the entry")
+    order_ttl: Duration = Field(2.0, description="cancel resting entries older than this (market time)")
+    exit_ttl: Duration = Field(5.0, description="cancel resting exits older than this (market time)")
+
+
 class LiquidityBySideConfig(Section):
     enabled: bool = True
     alpha: float = Field(1.5, gt=0, description="required same-side depth as a multiple of order size")
@@ -84,6 +135,13 @@ class ExecutorConfig(Section):
     fail_safe_cooldown: Duration = Field(900.0, description="paper-only routing after a CRIT control event")
     sizing: SizingConfig = SizingConfig()
     gates: ExecutorGatesConfig = ExecutorGatesConfig()
+    simulator: SimulatorConfig = SimulatorConfig()
+    ladder: LadderConfig = LadderConfig()
+    paper_free_balance_usd: float = Field(10000.0, gt=0, description="free balance of the paper account")
+    maintenance_margin_rate: float = Field(0.005, ge=0, lt=1, description="for the liquidation estimate")
+    max_signal_age: Duration = Field(5.0, description="approved signals older than this (market time) are dropped")
+    metrics_port: int = Field(0, ge=0, le=65535, description="/metrics port (env METRICS_PORT wins)")
+    health_port: int = Field(0, ge=0, le=65535, description="/healthz port (env HEALTH_PORT wins)")
 
 
 class NearLiqGuardConfig(Section):
@@ -94,6 +152,14 @@ class NearLiqGuardConfig(Section):
 class RiskConfig(Section):
     near_liq_guard: NearLiqGuardConfig = NearLiqGuardConfig()
     assumed_sl_pct: float = Field(0.003, gt=0, lt=1, description="assumed stop-loss distance, fraction")
+    window_trades: int = Field(500, ge=1, description="closed trades in the rolling window")
+    window_orders: int = Field(2000, ge=1, description="finished orders in the rolling fill-rate window")
+    window_candidates: int = Field(2000, ge=10, description="candidates in the PSI/KS window")
+    publish_interval: Duration = Field(0.5, description="how often gauges are recomputed")
+    gap_scan_interval: Duration = Field(300.0, description="how often the parquet gap scan runs")
+    state_file: str | None = Field(None, description="where hourly trade counts per release persist")
+    metrics_port: int = Field(0, ge=0, le=65535, description="/metrics port (env METRICS_PORT wins)")
+    health_port: int = Field(0, ge=0, le=65535, description="/healthz port (env HEALTH_PORT wins)")
 
 
 class ShadowConfig(Section):
@@ -105,6 +171,13 @@ class ShadowConfig(Section):
 
 class AiScorerConfig(Section):
     shadow: ShadowConfig = ShadowConfig()
+    tau_entry: float | None = Field(None, ge=0, le=1, description="active-model entry threshold (None: model.json)")
+    batch_size: int = Field(256, ge=1, le=10000, description="candidates fetched and scored per batch")
+    parity_sample_rate: float = Field(0.01, ge=0, le=1, description="share of rows re-scored by native LightGBM")
+    parity_tolerance: float = Field(1e-5, gt=0, description="max |p_onnx - p_native| before a parity failure")
+    registry_poll_interval: Duration = Field(1.0, description="how often registry slots are checked for changes")
+    metrics_port: int = Field(0, ge=0, le=65535, description="/metrics port (env METRICS_PORT wins)")
+    health_port: int = Field(0, ge=0, le=65535, description="/healthz port (env HEALTH_PORT wins)")
 
 
 class RegistryConfig(Section):
@@ -125,6 +198,8 @@ class AppConfig(Section):
     prometheus: PrometheusConfig = PrometheusConfig()
     rollout: RolloutConfig = RolloutConfig()
     rollout_guard: RolloutGuardConfig = RolloutGuardConfig()
+    collector: CollectorConfig = CollectorConfig()
+    signal_engine: SignalEngineConfig = SignalEngineConfig()
     executor: ExecutorConfig = ExecutorConfig()
     risk: RiskConfig = RiskConfig()
     ai_scorer: AiScorerConfig = AiScorerConfig()

@@ -31,5 +31,5 @@ from tidegate.rollout.kv import DEFAULT_BUCKET, KEY, RolloutKV, RolloutView, ope
 from tidegate.rollout.routing import BUCKETS, Route, bucket, is_canary, route
 from tidegate.rollout.state import MODES, Mode, RolloutState
 
-__all__ = ["BUCKETS", "DEFAULT_BUCKET", "KEY", "MODES", "Mode", "Route", "RolloutKV", "RolloutState",
-           "RolloutView", "bucket", "is_canary", "open_bucket", "open_view", "route"]
+__all__ = ["BUCKETS", "DEFAULT_BUCKET", "KEY", "MODES", "Mode", "RolloutKV", "RolloutState", "RolloutView",
+           "Route", "bucket", "is_canary", "open_bucket", "open_view", "route"]

@@ -59,7 +59,11 @@ class RolloutKV:
             return None
         if entry.value is None or entry.operation in ("DEL", "PURGE"):
             return None
-        return RolloutState.from_bytes(entry.value)
+        try:
+            return RolloutState.from_bytes(entry.value)
+        except ValueError as exc:  # malformed: the writer overwrites it, readers keep the safe default
+            log.error("malformed rollout state at kv revision %s: %s", entry.revision, exc)
+            return None
 
     async def put(self, state: RolloutState) -> bool:
         """Store ``state`` unless the same routing is already stored; True when written."""

@@ -1,0 +1,96 @@
+"""The ModelRelease document, the validation checklist and the ``tidegate release`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from release_helpers import make_registry
+
+from tidegate.cli import main
+from tidegate.release.spec import SpecError, load_release, parse_release
+from tidegate.release.validation import ValidationContext, check_benchmark, run_checks
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_example_release_is_a_valid_model_release_with_the_seed_policy() -> None:
+    rel = load_release(str(REPO / "examples/release.yaml"))
+    assert rel.apiVersion == "tidegate.dev/v1alpha1" and rel.kind == "ModelRelease"
+    assert [(s.name, s.weight) for s in rel.spec.stages] == [("shadow", 0), ("canary", 10), ("ramp-25", 25),
+                                                             ("ramp-50", 50), ("full", 100)]
+    assert rel.spec.stages[0].duration == 86400 and rel.spec.stages[1].maxDuration == 4 * 3600
+    assert rel.spec.cooldown == 900 and rel.spec.thresholds.freezeFor == 86400
+
+
+@pytest.mark.parametrize(("spec", "fragment"), [
+    ({"stages": [{"name": "a", "weight": 50}, {"name": "b", "weight": 25}]}, "weights must never decrease"),
+    ({"stages": [{"name": "a", "weight": 100}, {"name": "b", "weight": 100}]}, "must be the last stage"),
+    ({"stages": [{"name": "a", "weight": 10}, {"name": "a", "weight": 20}]}, "duplicate stage name"),
+    ({"cooldwn": "5m"}, "spec.cooldwn: Extra inputs are not permitted"),
+    ({"cooldown": "5 minutes"}, "spec.cooldown"),
+    ({"guardRails": {"winrateDeltaPP": -1}}, "spec.guardRails.winrateDeltaPP"),
+    ({"stages": [{"name": "c", "weight": 10, "duration": "2h", "maxDuration": "1h"}]}, "maxDuration must be >="),
+])
+def test_bad_specs_name_the_field(spec: dict, fragment: str) -> None:
+    with pytest.raises(SpecError) as err:
+        parse_release({"metadata": {"name": "x"}, "spec": {"modelId": "m", **spec}})
+    assert fragment in str(err.value)
+
+
+def test_checklist_passes_skips_with_reasons_and_fails_on_a_worse_model(tmp_path: Path) -> None:
+    reg = make_registry(tmp_path / "registry")
+    ctx = ValidationContext(model_id="cand-1", registry=reg, repo_root=tmp_path,
+                            parquet_dir=tmp_path / "parquet", benchmark_path=tmp_path / "latest/lgbm_meta.json")
+    out = run_checks(ctx)
+    by = {c["name"]: c for c in out.checks}
+    assert by["artifact"]["status"] == "pass" and by["feature_schema"]["status"] == "pass"
+    assert by["benchmark"]["status"] == "skip" and "no benchmark" in by["benchmark"]["detail"]
+    assert by["canary_pipeline"]["status"] == "skip"
+    assert out.passed and "skipped" in out.summary
+    assert not run_checks(ctx, require_all=True).passed
+    ctx.benchmark_path.parent.mkdir(parents=True)
+    ctx.benchmark_path.write_text(json.dumps({"metrics": {"pr_auc": 0.35, "precision": 0.50}}))
+    res = check_benchmark(ctx)
+    assert res.status == "fail" and "pr_auc 0.3100 < benchmark 0.3500" in res.detail
+    ctx.benchmark_path.write_text(json.dumps({"pr_auc": 0.30, "precision": 0.58}))
+    assert check_benchmark(ctx).status == "pass"
+    (reg.model_dir("cand-1") / "model.onnx").write_bytes(b"tampered")
+    bad = run_checks(ctx)
+    assert not bad.passed and "sha256 mismatch" in bad.summary
+
+
+def test_cli_run_status_and_commands(tmp_path: Path) -> None:
+    reg = make_registry(tmp_path / "registry")
+    doc = {"apiVersion": "tidegate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": "cli-rel"},
+           "spec": {"modelId": "cand-1", "analysis": {"prometheus": {"url": "http://127.0.0.1:9"}}}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "app.yml").write_text("{}\n")
+    runner = CliRunner()
+    common = ["--state-dir", str(tmp_path / "state")]
+    args = ["release", "run", str(tmp_path / "r.yaml"), *common, "--config", str(tmp_path / "app.yml"),
+            "--registry", str(reg.root), "--nats-url", "none", "--once"]
+    assert runner.invoke(main, args).exit_code == 0
+    res = runner.invoke(main, ["release", "status", "cli-rel", *common, "-o", "json"])
+    assert res.exit_code == 0 and json.loads(res.output)["phase"] == "Validating"
+    assert runner.invoke(main, args).exit_code == 0  # runs the checklist, enters shadow
+    doc = json.loads(runner.invoke(main, ["release", "status", "cli-rel", *common, "-o", "json"]).output)
+    assert (doc["phase"], doc["stage"], doc["weight"]) == ("Shadow", "shadow", 0)
+    assert {c["name"] for c in doc["validation"]} >= {"artifact", "feature_schema", "benchmark"}
+    for d in doc["decisions"]:
+        assert {"at", "stage", "gate", "verdict", "value", "reason"} <= set(d)
+    assert reg.slot("shadow") == "cand-1"
+    res = runner.invoke(main, ["release", "pause", "cli-rel", *common])
+    assert res.exit_code == 0 and "no driver running" in res.output
+    doc = json.loads(runner.invoke(main, ["release", "status", "cli-rel", *common, "-o", "json"]).output)
+    assert len(doc["pendingCommands"]) == 1
+    res = runner.invoke(main, ["release", "status", "nope", *common])
+    assert res.exit_code == 2 and "no release named 'nope'" in res.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"apiVersion": "tidegate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": "b"},
+                                   "spec": {"modelId": "m", "stages": []}}))
+    res = runner.invoke(main, ["release", "run", str(bad), *common, "--config", str(tmp_path / "app.yml")])
+    assert res.exit_code == 2 and "spec.stages" in res.output

@@ -1,0 +1,294 @@
+"""The executor's decisions, free of I/O: approved signal in, order and fill events out.
+
+``ExecutionEngine`` holds one paper exchange per (symbol, route) (so a canary's
+reduce-only exits never net against the stable model's position) and decides,
+for each approved signal, in this order:
+
+1. duplicate signal id → ignored (idempotency: client order ids derive from the
+   signal id, so a redelivered signal can never double an order);
+2. warm-up (``warmup_seconds`` after start) → ``warmup_skip_total{symbol}``;
+3. stale (older than ``max_signal_age`` in market time) → dropped;
+4. venue: ``real`` only when ``EXCHANGE_MODE=real``, the route is canary/full,
+   the engine's own rollout view routes the signal the same way, and the
+   fail-safe is off; otherwise the paper simulator. A fail-safe override is
+   counted in ``fail_safe_route_total{symbol}`` and the trade is labelled paper;
+5. sizing (``compute_order_qty`` semantics; dropped below exchange minimums),
+   the near-liquidation guard and ``liquidity_by_side``;
+6. a post-only entry ladder; each fill gets a reduce-only post-only exit.
+   Entries resting longer than ``order_ttl`` are cancelled; exits older than
+   ``exit_ttl`` are re-quoted at the touch (still passive).
+
+All clocks but the warm-up and the fail-safe cooldown (wall clock: they are
+operational timers) are market time, so a replay at any speed trades the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from tidegate.bus.messages import ApprovedMsg, BookMsg, FillMsg, OrderMsg, TradeMsg
+from tidegate.config.schema import AppConfig
+from tidegate.execution import gates, ladder
+from tidegate.execution.simulator import ExecReport, OrderRequest, PaperExchange
+from tidegate.execution.simulator.latency import make_latency_model
+from tidegate.execution.simulator.queue import make_queue_model
+from tidegate.execution.sizing import SizingParams, size_order
+from tidegate.execution.venue import MarketRules
+
+NS = 1_000_000_000
+
+
+@dataclass
+class _Live:
+    """An order the engine placed and still tracks."""
+
+    msg: OrderMsg
+    placed_ns: int
+    entry: bool
+    fills: int = 0
+    filled_qty: float = 0.0
+
+
+@dataclass
+class Decision:
+    """What one input produced: events to publish and counters to bump (name, labels, amount)."""
+
+    orders: list[OrderMsg] = field(default_factory=list)
+    fills: list[FillMsg] = field(default_factory=list)
+    counts: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
+    log: list[str] = field(default_factory=list)
+
+    def count(self, name: str, **labels: str) -> None:
+        self.counts.append((name, labels, 1.0))
+
+    def extend(self, other: Decision) -> None:
+        self.orders += other.orders
+        self.fills += other.fills
+        self.counts += other.counts
+        self.log += other.log
+
+
+class ExecutionEngine:
+    def __init__(self, cfg: AppConfig, rules: dict[str, MarketRules], *, started_wall: float,
+                 route_of: Callable[[str], str] | None = None, real_mode: bool = False):
+        self.cfg = cfg
+        self.rules = rules
+        self.started_wall = started_wall
+        self.route_of = route_of
+        self.real_mode = real_mode
+        self.fail_safe_until = 0.0
+        self.books: dict[str, BookMsg] = {}
+        self.exchanges: dict[tuple[str, str], PaperExchange] = {}
+        self.live: dict[str, _Live] = {}
+        self.seen: set[str] = set()
+        self.exit_seq: dict[str, int] = {}
+        s = cfg.executor.sizing
+        self.sizing = SizingParams(s.leverage, s.notional_cap_usd, s.use_all_in, s.min_free_balance_usd,
+                                   s.lot_size_rounding)
+
+    # -- plumbing --------------------------------------------------------------------------------
+    def exchange(self, symbol: str, route: str) -> PaperExchange:
+        key = (symbol, route)
+        ex = self.exchanges.get(key)
+        if ex is None:
+            sim = self.cfg.executor.simulator
+            samples: list[float] = []
+            if sim.latency_model == "empirical" and sim.latency_samples_file:
+                import json
+                from pathlib import Path
+
+                samples = list(json.loads(Path(sim.latency_samples_file).read_text())["samples_ms"])
+            r = self.rules[symbol]
+            ex = PaperExchange(queue=make_queue_model(sim.queue_model, power=sim.prob_power),
+                               latency=make_latency_model(sim.latency_model, entry_ms=sim.entry_latency_ms,
+                                                          response_ms=sim.response_latency_ms,
+                                                          sigma=sim.latency_sigma, samples_ms=samples,
+                                                          seed=sim.seed),
+                               maker_fee=r.maker_fee, taker_fee=r.taker_fee)
+            book = self.books.get(symbol)
+            if book is not None:
+                ex.on_book(book.recv_ns, book.bids, book.asks, book.bids[0][0], book.asks[0][0])
+            self.exchanges[key] = ex
+        return ex
+
+    def fail_safe_active(self, now_wall: float) -> bool:
+        return now_wall < self.fail_safe_until
+
+    def trip_fail_safe(self, reason: str, now_wall: float) -> Decision:
+        d = Decision()
+        self.fail_safe_until = now_wall + self.cfg.executor.fail_safe_cooldown
+        d.count("fail_safe_switch_total", reason=reason or "crit")
+        d.log.append(f"fail-safe: all executions to paper for {self.cfg.executor.fail_safe_cooldown:.0f}s "
+                     f"({reason or 'CRIT'})")
+        return d
+
+    # -- market data -----------------------------------------------------------------------------
+    def on_book(self, msg: BookMsg) -> Decision:
+        self.books[msg.symbol] = msg
+        d = Decision()
+        bb = msg.bids[0][0] if msg.bids else None
+        ba = msg.asks[0][0] if msg.asks else None
+        for (symbol, route), ex in self.exchanges.items():
+            if symbol == msg.symbol:
+                self._apply(d, symbol, route, ex.on_book(msg.recv_ns, msg.bid_changes, msg.ask_changes, bb, ba))
+        self._expire(d, msg.symbol, msg.recv_ns)
+        return d
+
+    def on_trade(self, msg: TradeMsg) -> Decision:
+        d = Decision()
+        for (symbol, route), ex in self.exchanges.items():
+            if symbol == msg.symbol:
+                self._apply(d, symbol, route, ex.on_trade(msg.recv_ns, msg.price, msg.qty, msg.aggressor))
+        return d
+
+    # -- signals ---------------------------------------------------------------------------------
+    def on_approved(self, sig: ApprovedMsg, now_wall: float) -> Decision:
+        d = Decision()
+        if sig.signal_id in self.seen:
+            return d
+        self.seen.add(sig.signal_id)
+        if now_wall - self.started_wall < self.cfg.executor.warmup_seconds:
+            d.count("warmup_skip_total", symbol=sig.symbol)
+            return d
+        book = self.books.get(sig.symbol)
+        rules = self.rules.get(sig.symbol)
+        if book is None or rules is None or not book.bids or not book.asks:
+            d.count("orders_rejected_total", route=sig.route, reason="no_book" if rules else "unknown_symbol")
+            return d
+        now = book.recv_ns
+        if now - sig.recv_ns > self.cfg.executor.max_signal_age * NS:
+            d.count("orders_rejected_total", route=sig.route, reason="stale_signal")
+            return d
+        route = sig.route
+        venue = "paper"
+        if self.fail_safe_active(now_wall):
+            if route != "paper":
+                d.count("fail_safe_route_total", symbol=sig.symbol)
+            route = "paper"
+        elif self.real_mode and route in ("canary", "full"):
+            agreed = self.route_of is None or self.route_of(sig.signal_id) == route
+            venue = "real" if agreed else "paper"
+            if not agreed:
+                route = "paper"
+        best_bid, best_ask = book.bids[0][0], book.asks[0][0]
+        entry = best_bid if sig.side == "buy" else best_ask
+        free = self.cfg.executor.paper_free_balance_usd
+        size = size_order(entry, free, rules.lot_step, self.sizing, min_qty=rules.min_qty,
+                          min_notional=rules.min_notional)
+        if size.dropped:
+            d.count("orders_rejected_total", route=route, reason=size.reason)
+            return d
+        guard = self.cfg.risk.near_liq_guard
+        if guard.enabled:
+            liq = gates.estimate_liq_price(entry, sig.side, self.sizing.leverage,
+                                           self.cfg.executor.maintenance_margin_rate)
+            g = gates.near_liq_guard(entry, liq, sig.side, assumed_sl_pct=self.cfg.risk.assumed_sl_pct,
+                                     sl_buffer_multiplier=guard.sl_buffer_multiplier)
+            if not g.passed:
+                d.count("orders_rejected_total", route=route, reason=g.reason)
+                return d
+        lq = self.cfg.executor.gates.liquidity_by_side
+        if lq.enabled:
+            g = gates.liquidity_by_side(sig.side, size.qty, book.bids, book.asks, alpha=lq.alpha, levels=lq.levels)
+            if not g.passed:
+                d.count("orders_rejected_total", route=route, reason=g.reason)
+                return d
+        lc = self.cfg.executor.ladder
+        rungs = ladder.entry_ladder(sig.side, size.qty, best_bid, best_ask, tick=rules.tick_size,
+                                    lot_step=rules.lot_step, min_qty=rules.min_qty, rungs=lc.rungs,
+                                    step_ticks=lc.step_ticks)
+        if not rungs:
+            d.count("orders_rejected_total", route=route, reason="below_min_qty")
+            return d
+        d.count("trades_opened_total", route=route)
+        ex = self.exchange(sig.symbol, route) if venue == "paper" else None
+        for rung in rungs:
+            coid = f"{sig.signal_id}-e{rung.index}"
+            msg = OrderMsg(client_order_id=coid, signal_id=sig.signal_id, symbol=sig.symbol, route=route,  # type: ignore[arg-type]
+                           venue=venue, side=rung.side, price=rung.price, qty=rung.qty, status="new",  # type: ignore[arg-type]
+                           post_only=True, rung=rung.index, bucket=rung.bucket, model_id=sig.model_id,
+                           score=sig.score, ts_ns=now)
+            self.live[coid] = _Live(msg, now, entry=True)
+            d.orders.append(msg)
+            d.count("exec_ladder_aggressiveness_total", bucket=rung.bucket)
+            if ex is not None:
+                ex.submit(OrderRequest(coid, rung.side, rung.price, rung.qty, post_only=True), now)
+        return d
+
+    # -- reports ---------------------------------------------------------------------------------
+    def _apply(self, d: Decision, symbol: str, route: str, reports: list[ExecReport]) -> None:
+        for rep in reports:
+            live = self.live.get(rep.client_order_id)
+            if live is None:
+                continue
+            base = live.msg
+            if rep.kind == "accepted":
+                d.orders.append(base.model_copy(update={"status": "accepted", "qty": rep.qty, "ts_ns": rep.ts_ns}))
+            elif rep.kind == "rejected":
+                d.orders.append(base.model_copy(update={"status": "rejected", "reason": rep.reason,
+                                                        "ts_ns": rep.ts_ns}))
+                d.count("orders_rejected_total", route=route, reason=rep.reason)
+                self.live.pop(rep.client_order_id, None)
+            elif rep.kind == "cancelled":
+                d.orders.append(base.model_copy(update={"status": "cancelled", "ts_ns": rep.ts_ns}))
+                self.live.pop(rep.client_order_id, None)
+                if not live.entry and live.filled_qty < base.qty - 1e-12:
+                    self._requote_exit(d, base, base.qty - live.filled_qty, rep.ts_ns)
+            elif rep.kind == "fill":
+                live.fills += 1
+                live.filled_qty += rep.qty
+                d.fills.append(FillMsg(
+                    fill_id=f"{rep.client_order_id}-f{live.fills}", client_order_id=rep.client_order_id,
+                    signal_id=base.signal_id, symbol=symbol, route=base.route, venue="paper", side=base.side,
+                    price=rep.price, qty=rep.qty, fee=rep.fee, fee_rate=rep.fee_rate,
+                    liquidity=rep.liquidity or "maker", reduce_only=base.reduce_only, model_id=base.model_id,
+                    score=base.score, ts_ns=rep.ts_ns))
+                if rep.remaining <= 1e-12:
+                    d.orders.append(base.model_copy(update={"status": "filled", "ts_ns": rep.ts_ns}))
+                    self.live.pop(rep.client_order_id, None)
+                if live.entry:
+                    self._place_exit(d, base, rep.price, rep.qty, rep.ts_ns)
+
+    def _place_exit(self, d: Decision, entry: OrderMsg, price: float, qty: float, now: int) -> None:
+        book = self.books.get(entry.symbol)
+        rules = self.rules[entry.symbol]
+        bb = book.bids[0][0] if book and book.bids else 0.0
+        ba = book.asks[0][0] if book and book.asks else 0.0
+        rung = ladder.exit_rung(entry.side, price, qty, bb, ba, tick=rules.tick_size,
+                                exit_ticks=self.cfg.executor.ladder.exit_ticks)
+        self._submit_exit(d, entry, rung.side, rung.price, qty, rung.bucket, now)
+
+    def _requote_exit(self, d: Decision, exit_msg: OrderMsg, qty: float, now: int) -> None:
+        book = self.books.get(exit_msg.symbol)
+        if book is None or not book.bids or not book.asks:
+            return
+        price = book.asks[0][0] if exit_msg.side == "sell" else book.bids[0][0]
+        self._submit_exit(d, exit_msg, exit_msg.side, price, qty, "high", now)
+
+    def _submit_exit(self, d: Decision, parent: OrderMsg, side: str, price: float, qty: float, bucket: str,
+                     now: int) -> None:
+        n = self.exit_seq.get(parent.signal_id, 0) + 1
+        self.exit_seq[parent.signal_id] = n
+        coid = f"{parent.signal_id}-x{n}"
+        msg = OrderMsg(client_order_id=coid, signal_id=parent.signal_id, symbol=parent.symbol, route=parent.route,
+                       venue=parent.venue, side=side, price=price, qty=qty, status="new",  # type: ignore[arg-type]
+                       reduce_only=True, post_only=True, rung=0, bucket=bucket, model_id=parent.model_id,
+                       score=parent.score, ts_ns=now)
+        self.live[coid] = _Live(msg, now, entry=False)
+        d.orders.append(msg)
+        d.count("exec_ladder_aggressiveness_total", bucket=bucket)
+        if parent.venue == "paper":
+            self.exchange(parent.symbol, parent.route).submit(
+                OrderRequest(coid, side, price, qty, post_only=True, reduce_only=True), now)  # type: ignore[arg-type]
+
+    def _expire(self, d: Decision, symbol: str, now: int) -> None:
+        lc = self.cfg.executor.ladder
+        for coid, live in list(self.live.items()):
+            m = live.msg
+            if m.symbol != symbol or m.venue != "paper" or live.placed_ns < 0:
+                continue
+            ttl = lc.order_ttl if live.entry else lc.exit_ttl
+            if now - live.placed_ns > ttl * NS:
+                self.exchange(symbol, m.route).cancel(coid, now)
+                live.placed_ns = -1  # cancel in flight; do not send it twice

@@ -1,0 +1,210 @@
+"""The validation stage: the seed's release checklist as pluggable checks.
+
+Each check is a callable ``(ValidationContext) -> CheckResult`` with one of three
+outcomes: ``pass``, ``fail`` or ``skip``. A check whose tool is not available here
+(no parquet sidecars yet, no benchmark file, no parity checker) says ``skip`` with
+the reason, never ``pass``: the report shows exactly what was and was not proven,
+and ``spec.validations.requireAll`` turns every skip into a failure.
+
+Checklist (seed): the feature schema hash of the parquet sidecars equals the ONNX
+metadata's; PR-AUC and precision meet or beat ``models/latest/lgbm_meta.json``;
+ONNX parity passes; ``scripts/canary_pipeline.py`` passes its gates across
+normal/event/high-vol days. Plus the registry's own artifact check (sha256).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from tidegate.registry import ArtifactError, Registry
+from tidegate.release.decision import ValidationOutcome
+
+Outcome = Literal["pass", "fail", "skip"]
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    name: str
+    status: Outcome
+    detail: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "status": self.status, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class ValidationContext:
+    model_id: str
+    registry: Registry
+    repo_root: Path = Path(".")
+    parquet_dir: Path = Path("data/parquet")
+    benchmark_path: Path = Path("models/latest/lgbm_meta.json")
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+Check = Callable[[ValidationContext], CheckResult]
+
+
+def check_artifact(ctx: ValidationContext) -> CheckResult:
+    try:
+        meta = ctx.registry.verify(ctx.model_id)
+    except ArtifactError as exc:
+        return CheckResult("artifact", "fail", str(exc))
+    return CheckResult("artifact", "pass", f"model.onnx sha256 {meta.sha256[:12]}... matches model.json")
+
+
+def _sidecar_hashes(parquet_dir: Path) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if not parquet_dir.is_dir():
+        return out
+    for path in sorted(parquet_dir.rglob("*.json")):
+        if "schema" not in path.name:
+            continue
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(doc, dict) and isinstance(doc.get("schema_hash"), str):
+            out[str(path)] = doc["schema_hash"]
+    return out
+
+
+def check_feature_schema(ctx: ValidationContext) -> CheckResult:
+    """Model schema hash == every parquet sidecar's == the live feature module's."""
+    try:
+        meta = ctx.registry.metadata(ctx.model_id)
+    except ArtifactError as exc:
+        return CheckResult("feature_schema", "fail", str(exc))
+    compared: list[str] = []
+    try:
+        live = importlib.import_module("tidegate.features.schema").schema_hash()
+    except (ImportError, AttributeError):
+        live = None
+    if live is not None:
+        if live != meta.schema_hash:
+            return CheckResult("feature_schema", "fail", f"model schema_hash {meta.schema_hash[:12]}... != live "
+                                                         f"feature schema {live[:12]}...")
+        compared.append("live feature schema")
+    sidecars = _sidecar_hashes(ctx.parquet_dir)
+    bad = {p: h for p, h in sidecars.items() if h != meta.schema_hash}
+    if bad:
+        path, h = next(iter(bad.items()))
+        return CheckResult("feature_schema", "fail", f"{len(bad)} parquet sidecar(s) differ, e.g. {path}: "
+                                                     f"{h[:12]}... != model {meta.schema_hash[:12]}...")
+    if sidecars:
+        compared.append(f"{len(sidecars)} parquet sidecar(s)")
+    if not compared:
+        return CheckResult("feature_schema", "skip", f"no parquet sidecars under {ctx.parquet_dir} and no live "
+                                                     "feature schema to compare with")
+    note = "" if sidecars else f" (no parquet sidecars under {ctx.parquet_dir})"
+    return CheckResult("feature_schema", "pass", f"schema_hash {meta.schema_hash[:12]}... matches "
+                                                 f"{' and '.join(compared)}{note}")
+
+
+_METRIC_KEYS = {"pr_auc": ("pr_auc", "prauc", "average_precision", "pr-auc"), "precision": ("precision",)}
+
+
+def _metric(doc: dict[str, object], name: str) -> float | None:
+    for scope in (doc, doc.get("metrics") if isinstance(doc.get("metrics"), dict) else {}):
+        for key in _METRIC_KEYS[name]:
+            value = scope.get(key) if isinstance(scope, dict) else None
+            if isinstance(value, int | float):
+                return float(value)
+    return None
+
+
+def check_benchmark(ctx: ValidationContext) -> CheckResult:
+    """PR-AUC and precision meet or beat the benchmark in models/latest/lgbm_meta.json."""
+    if not ctx.benchmark_path.is_file():
+        return CheckResult("benchmark", "skip", f"no benchmark at {ctx.benchmark_path}")
+    try:
+        bench = json.loads(ctx.benchmark_path.read_text())
+        meta = ctx.registry.metadata(ctx.model_id)
+    except (OSError, ValueError, ArtifactError) as exc:
+        return CheckResult("benchmark", "fail", f"cannot read benchmark or model metadata: {exc}")
+    parts, failed = [], []
+    for name in ("pr_auc", "precision"):
+        ref, got = _metric(bench, name), _metric(dict(meta.metrics), name)
+        if ref is None:
+            parts.append(f"{name}: no benchmark value")
+            continue
+        if got is None:
+            failed.append(f"{name}: model.json has no {name} (benchmark {ref:.4f})")
+        elif got + 1e-12 < ref:
+            failed.append(f"{name} {got:.4f} < benchmark {ref:.4f}")
+        else:
+            parts.append(f"{name} {got:.4f} >= {ref:.4f}")
+    if failed:
+        return CheckResult("benchmark", "fail", "; ".join(failed))
+    if all("no benchmark value" in p for p in parts):
+        return CheckResult("benchmark", "skip", f"{ctx.benchmark_path} has neither pr_auc nor precision")
+    return CheckResult("benchmark", "pass", "; ".join(parts))
+
+
+def check_onnx_parity(ctx: ValidationContext) -> CheckResult:
+    """tidegate.pipeline.check_parity(model_dir): ONNX vs native LightGBM on the same rows."""
+    try:
+        check_parity = importlib.import_module("tidegate.pipeline").check_parity
+    except (ImportError, AttributeError):
+        return CheckResult("onnx_parity", "skip", "tidegate.pipeline.check_parity is not available in this build")
+    try:
+        result = check_parity(ctx.registry.model_dir(ctx.model_id))
+    except Exception as exc:
+        return CheckResult("onnx_parity", "fail", f"parity check raised {type(exc).__name__}: {exc}")
+    passed = getattr(result, "passed", None)
+    if passed is None and isinstance(result, dict):
+        passed = result.get("passed")
+    if passed is None and isinstance(result, bool):
+        passed = result
+    if passed is None:
+        return CheckResult("onnx_parity", "fail", f"parity check returned an unreadable result: {result!r}")
+    return CheckResult("onnx_parity", "pass" if passed else "fail", str(result)[:300])
+
+
+def check_canary_pipeline(ctx: ValidationContext) -> CheckResult:
+    """scripts/canary_pipeline.py --model-id ID: exit 0 when every gate passes on every day type."""
+    script = ctx.repo_root / "scripts" / "canary_pipeline.py"
+    if not script.is_file():
+        return CheckResult("canary_pipeline", "skip", f"{script} is not available in this build")
+    try:
+        proc = subprocess.run([sys.executable, str(script), "--model-id", ctx.model_id,
+                               "--registry", str(ctx.registry.root)],
+                              capture_output=True, text=True, timeout=1800, cwd=ctx.repo_root)
+    except subprocess.TimeoutExpired:
+        return CheckResult("canary_pipeline", "fail", "canary pipeline timed out after 30 min")
+    tail = (proc.stdout.strip().splitlines() or [""])[-1][:300]
+    if proc.returncode != 0:
+        err = (proc.stderr.strip().splitlines() or [""])[-1][:300]
+        return CheckResult("canary_pipeline", "fail", f"exit {proc.returncode}: {err or tail}")
+    return CheckResult("canary_pipeline", "pass", tail or "all gates passed")
+
+
+DEFAULT_CHECKS: tuple[Check, ...] = (check_artifact, check_feature_schema, check_benchmark, check_onnx_parity,
+                                     check_canary_pipeline)
+
+
+def run_checks(ctx: ValidationContext, checks: Sequence[Check] = DEFAULT_CHECKS, *,
+               require_all: bool = False) -> ValidationOutcome:
+    results: list[CheckResult] = []
+    for check in checks:
+        try:
+            results.append(check(ctx))
+        except Exception as exc:  # a broken check is a failed check, never a pass
+            results.append(CheckResult(getattr(check, "__name__", "check"), "fail",
+                                       f"check raised {type(exc).__name__}: {exc}"))
+    failed = [r for r in results if r.status == "fail" or (require_all and r.status == "skip")]
+    counts = {s: sum(r.status == s for r in results) for s in ("pass", "fail", "skip")}
+    summary = f"{counts['pass']} passed, {counts['fail']} failed, {counts['skip']} skipped"
+    if failed:
+        summary += "; " + "; ".join(f"{r.name}: {r.detail}" for r in failed)
+    skipped = [r for r in results if r.status == "skip"]
+    if skipped and not require_all:
+        summary += " (skipped: " + ", ".join(r.name for r in skipped) + ")"
+    return ValidationOutcome(passed=not failed, checks=tuple(r.to_json() for r in results), summary=summary)

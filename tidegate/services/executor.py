@@ -1,0 +1,116 @@
+"""executor: approved signals → orders on the paper simulator or the venue; orders and fills on JetStream.
+
+The decisions live in tidegate.execution.engine; this module is the shell:
+it feeds market data (core subscriptions), approved signals (a durable
+JetStream consumer, acked only after the resulting orders are handed to the
+publisher) and control events (CRIT → fail-safe) into the engine, publishes
+what it returns with idempotent ids (client order id / fill id as
+``Nats-Msg-Id``), and bumps the engine's counters. The rollout state comes from
+the NATS KV watch (tidegate.rollout), so a rollback reaches the executor in
+milliseconds without a restart.
+
+Real mode (``EXCHANGE_MODE=real``) needs ``BYBIT_API_KEY``/``BYBIT_API_SECRET``;
+without them the service refuses to start. Canary/full orders then go to the
+venue through ccxt; everything else, and everything during a fail-safe, stays
+on the simulator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from tidegate.bus.consumer import DurableConsumer, subscribe
+from tidegate.bus.control import ControlEvent
+from tidegate.bus.messages import ApprovedMsg, BookMsg, TradeMsg
+from tidegate.execution.engine import Decision, ExecutionEngine
+from tidegate.execution.venue import (
+    CcxtVenue,
+    load_offline_exchange,
+    market_rules,
+    real_credentials,
+)
+from tidegate.rollout import open_view, route
+from tidegate.services.runtime import ServiceContext, run_service
+
+NAME = "executor"
+
+
+async def _publish(ctx: ServiceContext, d: Decision) -> None:
+    assert ctx.bus is not None
+    for name, labels, amount in d.counts:
+        metric = ctx.metrics[name]
+        (metric.labels(**labels) if labels else metric).inc(amount)
+    for line in d.log:
+        ctx.log.info(line)
+    for o in d.orders:
+        await ctx.bus.publish_durable(ctx.subjects.orders(o.symbol), o, msg_id=f"{o.client_order_id}:{o.status}")
+    for f in d.fills:
+        await ctx.bus.publish_durable(ctx.subjects.fills(f.symbol), f, msg_id=f.fill_id)
+
+
+async def serve(ctx: ServiceContext) -> None:
+    cfg = ctx.cfg
+    real = cfg.exchange.mode == "real"
+    creds = real_credentials() if real else None
+    ex = load_offline_exchange(ctx.resolve(cfg.exchange.markets_file), credentials=creds)
+    rules = {s: market_rules(ex, s) for s in cfg.symbols}
+    venue = CcxtVenue(ex) if real else None
+    bus = await ctx.connect()
+    view = await open_view(bus.nc, cfg.nats.kv_bucket,
+                           on_change=lambda old, new: ctx.log.info(
+                               "rollout state: mode=%s fraction=%.2f active=%s candidate=%s", new.mode,
+                               new.canary_fraction, new.active_model_id, new.candidate_model_id))
+    engine = ExecutionEngine(cfg, rules, started_wall=time.monotonic(), real_mode=real,
+                             route_of=lambda sid: route(view.state, sid))
+    ctx.log.info("warm-up %.0fs; simulator queue=%s latency=%s", cfg.executor.warmup_seconds,
+                 cfg.executor.simulator.queue_model, cfg.executor.simulator.latency_model)
+
+    async def on_book(msg: BookMsg) -> None:
+        await _publish(ctx, engine.on_book(msg))
+
+    async def on_trade(msg: TradeMsg) -> None:
+        await _publish(ctx, engine.on_trade(msg))
+
+    async def on_approved(batch: Sequence[ApprovedMsg]) -> None:
+        now = time.monotonic()
+        for sig in batch:
+            d = engine.on_approved(sig, now)
+            if venue is not None:
+                for o in [o for o in d.orders if o.venue == "real"]:
+                    await asyncio.to_thread(venue.place, rules[o.symbol], o.side, o.qty, o.price,
+                                            client_order_id=o.client_order_id, post_only=o.post_only,
+                                            reduce_only=o.reduce_only)
+            await _publish(ctx, d)
+
+    async def on_control(batch: Sequence[ControlEvent]) -> None:
+        for ev in batch:
+            if ev.kind == "CRIT" or ev.severity == "CRIT":
+                await _publish(ctx, engine.trip_fail_safe(ev.reason, time.monotonic()))
+            elif ev.kind == "MODE_SWITCH":
+                ctx.log.info("control: MODE_SWITCH %s -> %s (%s)", ev.from_mode, ev.to_mode, ev.reason)
+
+    for symbol in cfg.symbols:
+        await subscribe(bus, ctx.subjects.book(symbol), BookMsg, on_book, ctx.counters)
+        await subscribe(bus, ctx.subjects.trade(symbol), TradeMsg, on_trade, ctx.counters)
+    approved = DurableConsumer(bus, stream=ctx.subjects.stream("SIGNALS"), durable="executor",
+                               subject=ctx.subjects.approved("*"), schema=ApprovedMsg, handler=on_approved,
+                               counters=ctx.counters, batch=64)
+    control = DurableConsumer(bus, stream=ctx.subjects.stream("CONTROL"), durable="executor_control",
+                              subject=ctx.subjects.control, schema=ControlEvent, handler=on_control,
+                              counters=ctx.counters, batch=16)
+    tasks = [asyncio.create_task(approved.run(ctx.stop)), asyncio.create_task(control.run(ctx.stop))]
+    ctx.ready = True
+    ctx.log.info("ready: %d symbol(s), %s mode", len(cfg.symbols), cfg.exchange.mode)
+    await ctx.stop.wait()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await view.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service(NAME, serve, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,203 @@
+"""risk: per-route trading quality and canary supervision metrics, from orders, fills and mids.
+
+Inputs: ``md.book.*`` (mids; core), ``orders.*`` and ``fills.*`` (durable
+JetStream consumers, so a restart of NATS or of this service loses nothing),
+``sig.candidates.*`` (feature values for drift; core). The maths is in
+tidegate.risk (trading.py, drift.py, book.py); this module copies its results
+into the catalogue gauges every ``risk.publish_interval``:
+
+- per route: ``trades_closed_total``, ``trades_won_total``, ``orders_accepted_total``,
+  ``orders_filled_total``, ``winrate_rolling``, ``fill_rate_rolling``,
+  ``avg_markout_{100,500,1000}ms``, ``cancel_to_fill_ratio``;
+- supervision: ``winrate_baseline_active``, ``winrate_canary``, ``sample_canary``,
+  ``sample_baseline_active``, ``brier_online``, ``ece_online``,
+  ``brier_baseline_active``, ``psi_feature{feature}``, ``ks_feature{feature}``
+  (against the active model's reference bins in model.json), ``trades_per_hour``,
+  ``trades_per_hour_prev_release_p95``;
+- data health: ``parquet_gap_detected_ms`` (scan of ``data.parquet_dir``) and
+  ``exchange_reference_mismatch_total{symbol,field}`` (configured symbols vs the
+  venue's markets and the reference fees).
+
+A ratio with no sample is exported as NaN, never as 0: "no trades" is not "never wins".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+
+from tidegate.bus.consumer import DurableConsumer, subscribe
+from tidegate.bus.messages import BookMsg, CandidateMsg, FillMsg, OrderMsg
+from tidegate.execution.venue import load_offline_exchange, reference_mismatches
+from tidegate.registry import ArtifactError, Registry
+from tidegate.registry.metadata import ModelMetadata
+from tidegate.risk import drift
+from tidegate.risk.book import ROUTES, HourlyCounts, RiskBook
+from tidegate.risk.trading import HORIZONS_MS, FillRecord
+from tidegate.rollout import open_view
+from tidegate.services.runtime import ServiceContext, run_service
+
+NAME = "risk"
+
+
+def max_gap_ms(times_ns: Sequence[int]) -> float:
+    """Largest gap between consecutive timestamps, in ms (0 for fewer than two)."""
+    ordered = sorted(times_ns)
+    return max((b - a for a, b in itertools.pairwise(ordered)), default=0) / 1e6
+
+
+def scan_parquet_gaps(root: Path, column: str = "local_ns") -> float:
+    """Largest time gap inside any parquet file under ``root`` (0 when none can be read)."""
+    if not root.is_dir():
+        return 0.0
+    import pyarrow.parquet as pq
+
+    worst = 0.0
+    for path in sorted(root.rglob("*.parquet")):
+        try:
+            table = pq.read_table(path, columns=[column])
+        except Exception:  # a file without the column has no timeline to scan
+            continue
+        worst = max(worst, max_gap_ms(table.column(column).to_pylist()))
+    return worst
+
+
+class Supervisor:
+    """Risk book + drift window + reference bins, and the gauges they feed."""
+
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+        rc = ctx.cfg.risk
+        self.book = RiskBook(window_trades=rc.window_trades, window_orders=rc.window_orders)
+        self.hourly = HourlyCounts()
+        self.features: deque[list[float]] = deque(maxlen=rc.window_candidates)
+        self.reference: ModelMetadata | None = None
+        self.registry = Registry(ctx.resolve(ctx.cfg.registry.root))
+
+    def load_reference(self, model_id: str | None) -> None:
+        model_id = model_id or self.registry.slot("active")
+        if model_id is None or (self.reference is not None and self.reference.id == model_id):
+            return
+        try:
+            self.reference = self.registry.metadata(model_id)
+            self.ctx.log.info("drift reference: %d feature(s) from model %s", len(self.reference.reference_bins),
+                              model_id)
+        except (ArtifactError, ValueError) as exc:
+            self.ctx.log.warning("no drift reference for model %s: %s", model_id, exc)
+
+    def on_fill(self, f: FillMsg) -> None:
+        rec = FillRecord(f.ts_ns, f.side, f.price, f.qty, f.fee_rate, f.route, f.score)
+        self.book.on_fill(f.symbol, f.client_order_id, rec, entry=not f.reduce_only)
+        if not f.reduce_only:
+            self.hourly.add(f.ts_ns)
+
+    def publish(self) -> None:
+        m = self.ctx.metrics
+        for route in ROUTES:
+            totals = self.book.totals[route]
+            snap = self.book.route_snapshot(route)
+            for name in ("winrate_rolling", "fill_rate_rolling", "cancel_to_fill_ratio",
+                         *(f"avg_markout_{h}ms" for h in HORIZONS_MS)):
+                m[name].labels(route=route).set(snap[name])
+            _set_counter(m["trades_closed_total"].labels(route=route), totals.trades)
+            _set_counter(m["trades_won_total"].labels(route=route), totals.wins)
+            _set_counter(m["orders_accepted_total"].labels(route=route), totals.accepted)
+            filled = sum(1 for o in self.book.done_orders if o.route == route and
+                         (o.filled or o.coid in self.book.filled_coids))
+            _set_counter(m["orders_filled_total"].labels(route=route), filled)
+        for name, value in self.book.supervision().items():
+            m[name].set(value)
+        m["trades_per_hour_prev_release_p95"].set(self.hourly.prev_release_p95())
+        ref = self.reference
+        if ref is not None and ref.reference_bins and self.features:
+            for i, name in enumerate(ref.feature_names):
+                bins = ref.reference_bins.get(name)
+                if bins is None:
+                    continue
+                values = [row[i] for row in self.features if i < len(row)]
+                m["psi_feature"].labels(feature=name).set(drift.psi_against(values, bins.edges, bins.fractions))
+                m["ks_feature"].labels(feature=name).set(drift.ks_against(values, bins.edges, bins.fractions))
+
+
+def _set_counter(child: object, total: float) -> None:
+    """Advance a counter child to ``total`` (counters only go up; the book's totals are monotone)."""
+    current = child._value.get()  # type: ignore[attr-defined]
+    if total > current:
+        child.inc(total - current)  # type: ignore[attr-defined]
+
+
+async def serve(ctx: ServiceContext) -> None:
+    cfg = ctx.cfg
+    sup = Supervisor(ctx)
+    try:
+        ex = load_offline_exchange(ctx.resolve(cfg.exchange.markets_file))
+        for mm in reference_mismatches(cfg.symbols, ex, maker_fee=cfg.exchange.reference_maker_fee,
+                                       taker_fee=cfg.exchange.reference_taker_fee):
+            ctx.metrics["exchange_reference_mismatch_total"].labels(symbol=mm.symbol, field=mm.field).inc()
+            ctx.log.warning("exchange reference mismatch: %s %s expected %s, venue has %s", mm.symbol, mm.field,
+                            mm.expected, mm.actual)
+    except Exception as exc:  # a missing markets file is itself a data-health finding
+        ctx.log.warning("exchange reference validation failed: %s", exc)
+    bus = await ctx.connect()
+
+    def on_rollout(old: object, new: object) -> None:
+        active = getattr(new, "active_model_id", None)
+        sup.hourly.set_active(active)
+        sup.load_reference(active)
+
+    view = await open_view(bus.nc, cfg.nats.kv_bucket, on_change=on_rollout)
+    on_rollout(None, view.state)
+
+    def on_book(msg: BookMsg) -> None:
+        mid = msg.mid
+        if mid is not None:
+            sup.book.on_mid(msg.symbol, msg.recv_ns, mid)
+
+    def on_candidate(msg: CandidateMsg) -> None:
+        sup.features.append(msg.features)
+
+    async def on_orders(batch: Sequence[OrderMsg]) -> None:
+        for o in batch:
+            sup.book.on_order(o.client_order_id, o.route, o.status)
+
+    async def on_fills(batch: Sequence[FillMsg]) -> None:
+        for f in batch:
+            sup.on_fill(f)
+
+    for symbol in cfg.symbols:
+        await subscribe(bus, ctx.subjects.book(symbol), BookMsg, on_book, ctx.counters)
+    await subscribe(bus, ctx.subjects.candidates("*"), CandidateMsg, on_candidate, ctx.counters)
+    consumers = [
+        DurableConsumer(bus, stream=ctx.subjects.stream("ORDERS"), durable="risk_orders",
+                        subject=ctx.subjects.orders("*"), schema=OrderMsg, handler=on_orders, counters=ctx.counters),
+        DurableConsumer(bus, stream=ctx.subjects.stream("FILLS"), durable="risk_fills",
+                        subject=ctx.subjects.fills("*"), schema=FillMsg, handler=on_fills, counters=ctx.counters),
+    ]
+    tasks = [asyncio.create_task(c.run(ctx.stop)) for c in consumers]
+    ctx.ready = True
+    ctx.log.info("ready: supervising %d symbol(s)", len(cfg.symbols))
+    next_scan = 0.0
+    loop = asyncio.get_running_loop()
+    while not ctx.stop.is_set():
+        sup.publish()
+        if loop.time() >= next_scan:
+            gap = await asyncio.to_thread(scan_parquet_gaps, ctx.resolve(cfg.data.parquet_dir))
+            ctx.metrics["parquet_gap_detected_ms"].set(gap)
+            next_scan = loop.time() + cfg.risk.gap_scan_interval
+        await ctx.sleep(cfg.risk.publish_interval)
+    sup.publish()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await view.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service(NAME, serve, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
+
+
