@@ -15,3 +15,7 @@ test:
 
 lint:
 	.venv/bin/ruff check tidegate tests scripts
+
+# every bench/bench_*.py in its own process; writes bench/results.json and docs/benchmarks.md
+bench:
+	$(PY) bench/run_all.py $(BENCH_ARGS)

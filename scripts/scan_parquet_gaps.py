@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tidegate.pipeline.cli import scan_gaps_cmd  # noqa: E402
+from tidegate.pipeline.cli import scan_gaps_cmd
 
 if __name__ == "__main__":
     scan_gaps_cmd()

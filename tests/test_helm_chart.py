@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import IN_CI
 
-from tests.conftest import IN_CI
 from tidegate.infra import binaries
 
 REPO = Path(__file__).resolve().parents[1]
@@ -20,7 +20,7 @@ VALUES = ["values.yaml", "values-paper.yaml", "values-real.yaml"]
 
 @pytest.fixture(scope="module")
 def helm(request) -> Path:
-    from tests.conftest import need_binary
+    from conftest import need_binary
 
     return need_binary("helm")
 

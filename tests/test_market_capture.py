@@ -48,10 +48,10 @@ def test_reader_parses_every_stream_of_a_hand_written_capture(tmp_path: Path) ->
 def test_malformed_capture_is_refused_with_the_file_named(tmp_path: Path) -> None:
     bad = _write_capture(tmp_path / "bad.gz", ['1 {"stream":"x@trade","data":{"p":"1","q":"x","m":true,"T":1}}',
                                                '2 {"stream":"x@trade","data":{"p":"1","q":"1","m":tru'])
-    with pytest.raises(CaptureError, match="bad.gz"):
+    with pytest.raises(CaptureError, match=r"bad\.gz"):
         read_capture(bad)
     (tmp_path / "plain.gz").write_bytes(b"not gzip")
-    with pytest.raises(CaptureError, match="not a readable gzip"):
+    with pytest.raises(CaptureError, match=r"not a readable gzip"):
         read_capture(tmp_path / "plain.gz")
     with pytest.raises(CaptureError, match="does not exist"):
         list_captures(tmp_path / "missing")

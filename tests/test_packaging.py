@@ -94,9 +94,9 @@ def test_service_and_operator_commands_match_the_chart():
     operator = DOCKERFILES[1].read_text()
     assert re.search(r'(?m)^ENTRYPOINT \["kopf"\]$', operator)
     cmd = re.search(r"(?m)^CMD (\[.*\])$", operator)
-    assert cmd and '"-m", "tidegate.operator"' in cmd.group(1) and '"--all-namespaces"' in cmd.group(1)
+    assert cmd and '"-m", "tidegate.operator.main"' in cmd.group(1) and '"--all-namespaces"' in cmd.group(1)
     if (CHART / "templates" / "operator.yaml").exists():
-        assert "-m, tidegate.operator]" in (CHART / "templates" / "operator.yaml").read_text()
+        assert "-m, tidegate.operator.main]" in (CHART / "templates" / "operator.yaml").read_text()
 
 
 def test_dockerignore_keeps_secrets_tests_and_data_out_of_the_context():

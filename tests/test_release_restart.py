@@ -148,3 +148,41 @@ def test_effects_applied_twice_change_nothing_the_second_time(tmp_path: Path, na
     assert [r["name"] for r in registry.manifest().releases].count(name) == 1
     assert len(asyncio.run(_kv_history(nats_server.url, bucket))) == 1
     assert len(asyncio.run(control_events(nats_server.url, name))) == 1
+
+
+def test_release_sh_disable_rollout_then_rerun_with_skip_validations(tmp_path: Path, prometheus, prom_slot,
+                                                                     nats_server) -> None:  # type: ignore
+    exporter = Exporter(prom_slot)
+    try:
+        prometheus.wait_up(prom_slot)
+        registry = make_registry(tmp_path / "registry")
+        bucket = unique("sh").replace("-", "_")
+        cfg = tmp_path / "app.yml"
+        cfg.write_text(yaml.safe_dump({"nats": {"url": nats_server.url, "kv_bucket": bucket},
+                                       "prometheus": {"url": prometheus.url}}))
+        template = tmp_path / "template.yaml"
+        doc = release_doc("template", prometheus_url=prometheus.url, port=prom_slot,
+                          stages=[{"name": "shadow", "weight": 0, "duration": 1},
+                                  {"name": "canary", "weight": 10, "duration": 1},
+                                  {"name": "full", "weight": 100}])
+        template.write_text(yaml.safe_dump(doc))
+        script = Path(__file__).resolve().parents[1] / "scripts" / "release.sh"
+        env = {**os.environ, "TIDEGATE": str(Path(sys.executable).parent / "tidegate")}
+        base = [str(script), "--shadow-id", "cand-1", "--template", str(template), "--state-dir",
+                str(tmp_path / "state"), "--config", str(cfg)]
+        extra = ["--", "--registry", str(registry.root)]
+        first = subprocess.run([*base, "--disable-rollout", "--skip-validations", *extra], capture_output=True,
+                               text=True, timeout=60, env=env, cwd=tmp_path)
+        assert first.returncode == 0, first.stderr
+        status = _status(tmp_path / "state" / "cand-1" / "status.json")
+        assert status["phase"] == "Paused" and status["pauseReason"] == "rolloutDisabled"
+        kv = asyncio.run(_kv_history(nats_server.url, bucket))
+        assert kv[-1]["mode"] == "disabled" and registry.slot("shadow") is None
+        second = subprocess.run([*base, "--skip-validations", *extra], capture_output=True, text=True,
+                                timeout=60, env=env, cwd=tmp_path)
+        assert second.returncode == 0, second.stderr
+        status = _status(tmp_path / "state" / "cand-1" / "status.json")
+        assert status["phase"] == "Promoted" and registry.slot("active") == "cand-1"
+        assert sum(d["action"] == "start" for d in status["decisions"]) == 1  # the same release, resumed
+    finally:
+        exporter.close()

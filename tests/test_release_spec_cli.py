@@ -12,7 +12,13 @@ from release_helpers import make_registry
 
 from tidegate.cli import main
 from tidegate.release.spec import SpecError, load_release, parse_release
-from tidegate.release.validation import ValidationContext, check_benchmark, run_checks
+from tidegate.release.validation import (
+    DEFAULT_CHECKS,
+    ValidationContext,
+    check_benchmark,
+    check_onnx_parity,
+    run_checks,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -45,13 +51,16 @@ def test_checklist_passes_skips_with_reasons_and_fails_on_a_worse_model(tmp_path
     reg = make_registry(tmp_path / "registry")
     ctx = ValidationContext(model_id="cand-1", registry=reg, repo_root=tmp_path,
                             parquet_dir=tmp_path / "parquet", benchmark_path=tmp_path / "latest/lgbm_meta.json")
-    out = run_checks(ctx)
+    parity = check_onnx_parity(ctx)  # the tiny test model has no native LightGBM twin: never a pass
+    assert parity.status in ("fail", "skip") and parity.detail
+    checks = [c for c in DEFAULT_CHECKS if c is not check_onnx_parity]  # checks are pluggable
+    out = run_checks(ctx, checks)
     by = {c["name"]: c for c in out.checks}
     assert by["artifact"]["status"] == "pass" and by["feature_schema"]["status"] == "pass"
     assert by["benchmark"]["status"] == "skip" and "no benchmark" in by["benchmark"]["detail"]
     assert by["canary_pipeline"]["status"] == "skip"
     assert out.passed and "skipped" in out.summary
-    assert not run_checks(ctx, require_all=True).passed
+    assert not run_checks(ctx, checks, require_all=True).passed
     ctx.benchmark_path.parent.mkdir(parents=True)
     ctx.benchmark_path.write_text(json.dumps({"metrics": {"pr_auc": 0.35, "precision": 0.50}}))
     res = check_benchmark(ctx)
@@ -59,7 +68,7 @@ def test_checklist_passes_skips_with_reasons_and_fails_on_a_worse_model(tmp_path
     ctx.benchmark_path.write_text(json.dumps({"pr_auc": 0.30, "precision": 0.58}))
     assert check_benchmark(ctx).status == "pass"
     (reg.model_dir("cand-1") / "model.onnx").write_bytes(b"tampered")
-    bad = run_checks(ctx)
+    bad = run_checks(ctx, checks)
     assert not bad.passed and "sha256 mismatch" in bad.summary
 
 
@@ -67,6 +76,7 @@ def test_cli_run_status_and_commands(tmp_path: Path) -> None:
     reg = make_registry(tmp_path / "registry")
     doc = {"apiVersion": "tidegate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": "cli-rel"},
            "spec": {"modelId": "cand-1", "analysis": {"prometheus": {"url": "http://127.0.0.1:9"}}}}
+    doc_in = dict(doc)
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(doc))
     (tmp_path / "app.yml").write_text("{}\n")
     runner = CliRunner()
@@ -76,21 +86,32 @@ def test_cli_run_status_and_commands(tmp_path: Path) -> None:
     assert runner.invoke(main, args).exit_code == 0
     res = runner.invoke(main, ["release", "status", "cli-rel", *common, "-o", "json"])
     assert res.exit_code == 0 and json.loads(res.output)["phase"] == "Validating"
-    assert runner.invoke(main, args).exit_code == 0  # runs the checklist, enters shadow
+    assert runner.invoke(main, args).exit_code == 0  # runs the checklist
     doc = json.loads(runner.invoke(main, ["release", "status", "cli-rel", *common, "-o", "json"]).output)
+    checks = {c["name"]: c["status"] for c in doc["validation"]}
+    assert checks["artifact"] == "pass" and checks["feature_schema"] == "pass"
+    if checks["onnx_parity"] == "fail":  # the tiny test model has no native LightGBM twin: refused
+        assert doc["phase"] == "Failed" and "onnx_parity" in doc["message"] and reg.slot("shadow") is None
+        args = [*args, "--skip-validations"]
+        (tmp_path / "r.yaml").write_text(yaml.safe_dump({**doc_in, "metadata": {"name": "cli-rel2"}}))
+        assert runner.invoke(main, args).exit_code == 0
+        name = "cli-rel2"
+    else:
+        name = "cli-rel"
+    doc = json.loads(runner.invoke(main, ["release", "status", name, *common, "-o", "json"]).output)
     assert (doc["phase"], doc["stage"], doc["weight"]) == ("Shadow", "shadow", 0)
-    assert {c["name"] for c in doc["validation"]} >= {"artifact", "feature_schema", "benchmark"}
     for d in doc["decisions"]:
         assert {"at", "stage", "gate", "verdict", "value", "reason"} <= set(d)
     assert reg.slot("shadow") == "cand-1"
-    res = runner.invoke(main, ["release", "pause", "cli-rel", *common])
+    res = runner.invoke(main, ["release", "pause", name, *common])
     assert res.exit_code == 0 and "no driver running" in res.output
-    doc = json.loads(runner.invoke(main, ["release", "status", "cli-rel", *common, "-o", "json"]).output)
+    doc = json.loads(runner.invoke(main, ["release", "status", name, *common, "-o", "json"]).output)
     assert len(doc["pendingCommands"]) == 1
     res = runner.invoke(main, ["release", "status", "nope", *common])
     assert res.exit_code == 2 and "no release named 'nope'" in res.output
     bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"apiVersion": "tidegate.dev/v1alpha1", "kind": "ModelRelease", "metadata": {"name": "b"},
+    bad.write_text(yaml.safe_dump({"apiVersion": "tidegate.dev/v1alpha1", "kind": "ModelRelease",
+                                   "metadata": {"name": "b"},
                                    "spec": {"modelId": "m", "stages": []}}))
     res = runner.invoke(main, ["release", "run", str(bad), *common, "--config", str(tmp_path / "app.yml")])
     assert res.exit_code == 2 and "spec.stages" in res.output

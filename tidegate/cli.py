@@ -60,6 +60,18 @@ from tidegate.release.cli import release as _release_group  # noqa: E402  (relea
 
 main.add_command(_release_group)
 
+from tidegate.pipeline.cli import data as _data_group  # noqa: E402  (data dump|label|train|parity|register|scan-gaps)
+
+main.add_command(_data_group)
+
+from tidegate.refdocs.cli import docs as _docs_group  # noqa: E402  (docs generate [--check])
+
+main.add_command(_docs_group)
+
+from tidegate.report.cli import report as _report_command  # noqa: E402  (release report NAME)
+
+_release_group.add_command(_report_command)
+
 
 if __name__ == "__main__":
     main()

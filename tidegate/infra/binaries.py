@@ -60,6 +60,7 @@ _PROVIDERS = {
     "etcd": "`make setup` (scripts/setup/build-k8s-bins.sh)",
     "kubectl": "`make setup` (scripts/setup/build-k8s-bins.sh)",
     "helm": "`make setup` (scripts/setup/build-k8s-bins.sh)",
+    "chromium": "`make setup` (apt package chromium; headless check of the release report)",
 }
 _KUBE_ASSETS = {"kube-apiserver", "etcd", "kubectl"}
 

@@ -61,6 +61,11 @@ def _structural(node: dict[str, Any]) -> dict[str, Any]:
             return _structural_children(node)
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    # JSON Schema 2020 (pydantic) writes exclusive bounds as numbers; OpenAPI 3.0 as flags.
+    for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[flag] = node.pop(bound)
+            node[bound] = True
     if "enum" in node and "type" not in node:
         node["type"] = "string"
     return _structural_children(node)

@@ -56,13 +56,13 @@ class ParityFailure(RuntimeError):
 @dataclass(frozen=True)
 class TrainParams:
     n_estimators: int = 300
-    learning_rate: float = 0.05
-    num_leaves: int = 31
-    min_child_samples: int = 50
+    learning_rate: float = 0.03
+    num_leaves: int = 15
+    min_child_samples: int = 200
     subsample: float = 0.8
     colsample_bytree: float = 0.8
     reg_lambda: float = 1.0
-    early_stopping_rounds: int = 40
+    early_stopping_rounds: int = 100
     seed: int = 7
     n_jobs: int = 2
     shuffle_labels: bool = False
@@ -182,6 +182,9 @@ def train_model(data: str | Path | pa.Table, output_dir: str | Path = "models/la
         atomic_write_json(staging / "lgbm_meta.json", benchmark(meta))
         if not report.ok:
             raise ParityFailure(report)
+        for path in staging.rglob("*"):
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        staging.chmod(0o755)
         out.parent.mkdir(parents=True, exist_ok=True)
         old = out.with_name(out.name + ".old")
         shutil.rmtree(old, ignore_errors=True)

@@ -22,6 +22,8 @@ def promote(root: str | Path, slot: Slot, model_id: str, *, reason: str = "") ->
         raise PromotionRefused(f"model {model_id!r} is not in the registry at {registry.root}")
     previous = registry.slot(slot)
     try:
+        # verify even when the slot already points here: a file tampered in place must not keep a clean bill
+        registry.verify(model_id, expected_schema_hash=schema_hash())
         changed = registry.set_slot(slot, model_id, reason=reason, expected_schema_hash=schema_hash())
     except ArtifactError as exc:
         raise PromotionRefused(str(exc)) from exc

@@ -135,6 +135,19 @@ class ReleaseStore:
         finally:
             os.close(fd)
 
+    def read_cooldown(self) -> dict | None:
+        """The last rollback's cooldown ({release, until, reason}), shared by all releases."""
+        path = _cooldown_path(self.state_dir)
+        if not path.is_file():
+            return None
+        try:
+            return dict(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            return None
+
+    def write_cooldown(self, record: dict) -> None:
+        atomic_write_json(_cooldown_path(self.state_dir), record)
+
     def locked(self) -> bool:
         """True while some driver runs this release."""
         if not self.lock_path.exists():
@@ -165,9 +178,10 @@ class LocalDriver:
                  registry: Registry | None = None, provider: GateProvider | None = None,
                  nats_url: str | None = None, kv_bucket: str | None = None,
                  checks: Sequence[Check] = DEFAULT_CHECKS, metrics: ReleaseMetrics | None = None,
-                 repo_root: Path = Path("."), clock: Callable[[], dt.datetime] = utcnow):
+                 repo_root: Path = Path("."), clock: Callable[[], dt.datetime] = utcnow,
+                 store: ReleaseStore | None = None):
         self.app = app or AppConfig()
-        self.store = ReleaseStore(state_dir, release.name)
+        self.store = store if store is not None else ReleaseStore(state_dir, release.name)
         self.release = self._adopt(release)
         self.limits = effective_limits(self.release.spec, self.app.rollout_guard)
         self.registry = registry
@@ -243,12 +257,10 @@ class LocalDriver:
             t = self.registry.metadata(spec.modelId).thresholds
             tau = (t.tau_entry, t.tau_hold)
         cooldown = None
-        path = _cooldown_path(self.store.state_dir)
-        if path.is_file():
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                doc = json.loads(path.read_text())
-                if doc.get("release") != self.release.name:
-                    cooldown = parse_time(doc["until"])
+        doc = self.store.read_cooldown()
+        if doc and doc.get("release") != self.release.name and doc.get("until"):
+            with contextlib.suppress(ValueError, TypeError):
+                cooldown = parse_time(doc["until"])
         return Facts(active_model_id=active, rng_seed=self.app.rollout.rng_seed, candidate_tau=tau,
                      cooldown_until=cooldown)
 
@@ -299,9 +311,8 @@ class LocalDriver:
             self._save()
         await self.drain_effects()
         if decision.action == "rollback":
-            atomic_write_json(_cooldown_path(self.store.state_dir),
-                              {"release": self.release.name, "until": new.cooldownUntil,
-                               "reason": new.rollbackReason})
+            self.store.write_cooldown({"release": self.release.name, "until": new.cooldownUntil,
+                                       "reason": new.rollbackReason})
         active = self.registry.slot("active") if self.registry is not None else None
         self.metrics.export_status(self.release, new, active)
         return decision

@@ -158,14 +158,15 @@ def check_onnx_parity(ctx: ValidationContext) -> CheckResult:
         result = check_parity(ctx.registry.model_dir(ctx.model_id))
     except Exception as exc:
         return CheckResult("onnx_parity", "fail", f"parity check raised {type(exc).__name__}: {exc}")
-    passed = getattr(result, "passed", None)
+    passed = getattr(result, "ok", getattr(result, "passed", None))
     if passed is None and isinstance(result, dict):
         passed = result.get("passed")
     if passed is None and isinstance(result, bool):
         passed = result
     if passed is None:
         return CheckResult("onnx_parity", "fail", f"parity check returned an unreadable result: {result!r}")
-    return CheckResult("onnx_parity", "pass" if passed else "fail", str(result)[:300])
+    summary = result.summary() if callable(getattr(result, "summary", None)) else str(result)
+    return CheckResult("onnx_parity", "pass" if passed else "fail", summary[:300])
 
 
 def check_canary_pipeline(ctx: ValidationContext) -> CheckResult:

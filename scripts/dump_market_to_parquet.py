@@ -1,0 +1,11 @@
+"""Same command as the repo-root `dump_market_to_parquet.py` (the seed's spelling); kept here for the CI pipeline."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tidegate.pipeline.cli import dump_cmd
+
+if __name__ == "__main__":
+    dump_cmd()

@@ -1,0 +1,231 @@
+"""The kopf operator on a real kube-apiserver + etcd, real Prometheus and real NATS.
+
+Given the CRD installed, a registry (old-1 active, cand-1 candidate) and scripted
+guard-rail series, when a ModelRelease is applied with kubectl and the operator runs
+in-process (KopfRunner), then the custom resource's status, its Events, the registry
+and the KV rollout state all tell the same story.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from release_helpers import Exporter, make_registry, release_doc, unique
+
+from tidegate.config.schema import AppConfig
+
+pytestmark = pytest.mark.real
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def crd(kube, kubectl):  # type: ignore[no-untyped-def]
+    env = {"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"}
+    for args in (["apply", "--server-side", "-f", str(REPO / "crds" / "modelrelease.yaml")],
+                 ["wait", "--for=condition=Established", "--timeout=60s", "crd/modelreleases.tidegate.dev"]):
+        res = subprocess.run([str(kubectl), *args], capture_output=True, text=True, env=env, check=False)
+        assert res.returncode == 0, res.stderr
+    return env
+
+
+@pytest.fixture
+def world(tmp_path: Path, prometheus, prom_slot, nats_server, kube, kubectl, crd):  # type: ignore[no-untyped-def]
+    from kubernetes import client, config
+
+    config.load_kube_config(config_file=str(kube.kubeconfig))
+    ns = f"op-{uuid.uuid4().hex[:6]}"
+    client.CoreV1Api().create_namespace({"metadata": {"name": ns}})
+    exporter = Exporter(prom_slot)
+    prometheus.wait_up(prom_slot)
+    registry = make_registry(tmp_path / "registry")
+    app = AppConfig.model_validate({"nats": {"url": nats_server.url, "kv_bucket": unique("op").replace("-", "_")},
+                                    "prometheus": {"url": prometheus.url}})
+    w = {"ns": ns, "exporter": exporter, "registry": registry, "app": app, "tmp": tmp_path, "prom": prometheus,
+         "port": prom_slot, "kubectl": kubectl, "env": crd, "nats": nats_server}
+    yield w
+    exporter.close()
+
+
+def operator(world: dict[str, Any]):  # type: ignore[no-untyped-def]
+    import kopf
+    from kopf.testing import KopfRunner
+
+    from tidegate.operator.handlers import register
+    from tidegate.operator.runner import OperatorContext
+
+    reg = kopf.OperatorRegistry()
+    ctx = OperatorContext(app=world["app"], registry_root=world["registry"].root, repo_root=world["tmp"], poll=0.1)
+    register(reg, lambda: ctx)
+    settings = kopf.OperatorSettings()
+    settings.watching.server_timeout = 10
+    settings.execution.max_workers = 4
+    runner = KopfRunner(["run", "--standalone", "-n", world["ns"]], registry=reg, settings=settings, timeout=120)
+    runner.ctx = ctx  # type: ignore[attr-defined]
+    return runner
+
+
+def apply(world: dict[str, Any], doc: dict[str, Any]) -> None:
+    path = world["tmp"] / f"{doc['metadata']['name']}.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    res = subprocess.run([str(world["kubectl"]), "apply", "-n", world["ns"], "-f", str(path)], capture_output=True,
+                         text=True, env=world["env"], check=False)
+    assert res.returncode == 0, res.stderr
+
+
+def get(world: dict[str, Any], name: str) -> dict[str, Any]:
+    from kubernetes import client
+
+    return client.CustomObjectsApi().get_namespaced_custom_object("tidegate.dev", "v1alpha1", world["ns"],
+                                                                  "modelreleases", name)
+
+
+def wait_status(world: dict[str, Any], name: str, pred, timeout: float) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    obj: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        obj = get(world, name)
+        if pred(obj.get("status") or {}):
+            return obj
+        time.sleep(0.2)
+    raise AssertionError(f"{name}: condition not reached; status={obj.get('status')}")
+
+
+def events(world: dict[str, Any], name: str) -> list[Any]:
+    from kubernetes import client
+
+    items = client.CoreV1Api().list_namespaced_event(world["ns"]).items
+    return [e for e in items if e.involved_object.name == name]
+
+
+def kv_state(world: dict[str, Any]):  # type: ignore[no-untyped-def]
+    async def read():  # type: ignore[no-untyped-def]
+        import nats
+
+        from tidegate.rollout import RolloutKV
+
+        nc = await nats.connect(world["nats"].url)
+        try:
+            return await (await RolloutKV.open(nc.jetstream(), world["app"].nats.kv_bucket)).get()
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+_DURATION_KEYS = {"interval", "staleAfter", "timeout", "parity", "drift", "maxHold", "duration", "maxDuration",
+                  "cooldown", "freezeFor"}
+
+
+def k8s_durations(node: Any) -> Any:
+    """The CRD types durations as int-or-string: fractional seconds are written "0.5s"."""
+    if isinstance(node, dict):
+        return {k: (f"{v:g}s" if k in _DURATION_KEYS and isinstance(v, float) and not v.is_integer()
+                    else k8s_durations(v)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [k8s_durations(v) for v in node]
+    return node
+
+
+def doc_for(world: dict[str, Any], name: str, **spec: Any) -> dict[str, Any]:
+    return k8s_durations(release_doc(name, prometheus_url=world["prom"].url, port=world["port"], **spec))
+
+
+def test_healthy_release_is_promoted_with_events_and_decisions(world):  # type: ignore[no-untyped-def]
+    name = unique("healthy")
+    with operator(world):
+        apply(world, doc_for(world, name))
+        obj = wait_status(world, name, lambda s: s.get("phase") in ("Promoted", "RolledBack", "Failed"), 90)
+    st = obj["status"]
+    assert st["phase"] == "Promoted" and st["weight"] == 100 and st["stage"] == "full"
+    entered = [d["reason"].split(" ")[1] for d in st["decisions"] if d["action"] in ("advance", "promote")]
+    assert entered == ["shadow", "canary", "ramp-25", "ramp-50", "full"]
+    assert world["registry"].slot("active") == "cand-1"
+    kv = kv_state(world)
+    assert kv.mode == "full" and kv.active_model_id == "cand-1"
+    reasons = [e.reason for e in events(world, name)]
+    assert reasons.count("Advance") >= 4 and "Promote" in reasons
+    assert all(e.type == "Normal" for e in events(world, name) if e.reason in ("Advance", "Promote"))
+
+
+def test_winrate_breach_rolls_back_with_a_warning_event(world):  # type: ignore[no-untyped-def]
+    name = unique("breach")
+    stages = [{"name": "shadow", "weight": 0, "duration": 1},
+              {"name": "canary", "weight": 10, "duration": 30, "maxDuration": 60},
+              {"name": "full", "weight": 100}]
+    with operator(world):
+        apply(world, doc_for(world, name, stages=stages))
+        wait_status(world, name, lambda s: s.get("stage") == "canary", 30)
+        world["exporter"].set(winrate_canary=0.40, winrate_baseline_active=0.55, sample_canary=400)
+        obj = wait_status(world, name, lambda s: s.get("phase") in ("Promoted", "RolledBack", "Failed"), 30)
+    st = obj["status"]
+    assert st["phase"] == "RolledBack" and "winrate" in st["rollbackReason"]
+    last = st["decisions"][-1]
+    assert last["action"] == "rollback" and "winrate" in last["reason"]
+    assert world["registry"].slot("active") == "old-1"
+    kv = kv_state(world)
+    assert kv.mode == "disabled" and kv.active_model_id == "old-1"
+    warnings = [e for e in events(world, name) if e.type == "Warning" and e.reason == "Rollback"]
+    assert len(warnings) == 1 and "winrate" in warnings[0].message
+
+
+def test_operator_restart_mid_stage_resumes_the_same_stage(world):  # type: ignore[no-untyped-def]
+    name = unique("restart")
+    stages = [{"name": "shadow", "weight": 0, "duration": 1},
+              {"name": "canary", "weight": 10, "duration": 600, "maxDuration": 900},
+              {"name": "full", "weight": 100}]
+    with operator(world):
+        apply(world, doc_for(world, name, stages=stages))
+        before = wait_status(world, name, lambda s: s.get("stage") == "canary", 30)["status"]
+        time.sleep(1.5)  # a few analysis ticks in the stage
+    revision = kv_state(world).revision
+    with operator(world):
+        time.sleep(4)  # the restarted operator ticks several times
+        after = get(world, name)["status"]
+    assert after["phase"] == "Canary" and after["stage"] == "canary"
+    assert after["stageStartedAt"] == before["stageStartedAt"]
+    assert [d for d in after["decisions"] if d["action"] in ("advance", "start")] == \
+        [d for d in before["decisions"] if d["action"] in ("advance", "start")]
+    assert kv_state(world).revision == revision      # no effect was repeated
+
+
+def test_spec_change_mid_stage_restarts_the_stage_analysis(world):  # type: ignore[no-untyped-def]
+    name = unique("respec")
+    stages = [{"name": "shadow", "weight": 0, "duration": 1},
+              {"name": "canary", "weight": 10, "duration": 600, "maxDuration": 900},
+              {"name": "full", "weight": 100}]
+    doc = doc_for(world, name, stages=stages)
+    with operator(world):
+        apply(world, doc)
+        before = wait_status(world, name, lambda s: s.get("stage") == "canary", 30)["status"]
+        time.sleep(1.0)
+        doc["spec"]["guardRails"]["minSample"] = 300
+        apply(world, doc)
+        after = wait_status(world, name, lambda s: any(d["action"] == "restart" for d in s.get("decisions", [])),
+                            15)["status"]
+    assert after["stage"] == "canary" and after["stageStartedAt"] > before["stageStartedAt"]
+    assert after["observedGeneration"] == 2
+    assert any(e.reason == "Restart" for e in events(world, name))
+
+
+def test_deleting_a_release_mid_flight_leaves_routing_safe(world):  # type: ignore[no-untyped-def]
+    name = unique("delete")
+    stages = [{"name": "shadow", "weight": 0, "duration": 1},
+              {"name": "canary", "weight": 10, "duration": 600, "maxDuration": 900},
+              {"name": "full", "weight": 100}]
+    with operator(world):
+        apply(world, doc_for(world, name, stages=stages))
+        wait_status(world, name, lambda s: s.get("stage") == "canary", 30)
+        assert kv_state(world).mode == "canary"
+        res = subprocess.run([str(world["kubectl"]), "delete", "mr", name, "-n", world["ns"], "--timeout=60s"],
+                             capture_output=True, text=True, env=world["env"], check=False)
+        assert res.returncode == 0, res.stderr
+    kv = kv_state(world)
+    assert kv.mode == "disabled" and kv.active_model_id == "old-1"
+    assert world["registry"].slot("active") == "old-1"
