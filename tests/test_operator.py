@@ -9,6 +9,7 @@ and the KV rollout state all tell the same story.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import time
 import uuid
@@ -229,3 +230,40 @@ def test_deleting_a_release_mid_flight_leaves_routing_safe(world):  # type: igno
     kv = kv_state(world)
     assert kv.mode == "disabled" and kv.active_model_id == "old-1"
     assert world["registry"].slot("active") == "old-1"
+
+
+def plugin(world: dict[str, Any], *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl tidegate ...`: kubectl discovers the kubectl-tidegate console script on PATH."""
+    import sys
+
+    env = {**world["env"], "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin"}
+    return subprocess.run([str(world["kubectl"]), "tidegate", "-n", world["ns"], *args], capture_output=True,
+                          text=True, env=env, check=False)
+
+
+def test_kubectl_plugin_pauses_resumes_and_promotes(world):  # type: ignore[no-untyped-def]
+    name = unique("manual")
+    stages = [{"name": "shadow", "weight": 0, "duration": 1},
+              {"name": "canary", "weight": 10},             # no duration: waits for a manual promote
+              {"name": "full", "weight": 100}]
+    with operator(world):
+        apply(world, doc_for(world, name, stages=stages))
+        wait_status(world, name, lambda s: s.get("stage") == "canary", 30)
+        res = plugin(world, "pause", name)
+        assert res.returncode == 0 and "pause requested" in res.stdout, res.stderr
+        wait_status(world, name, lambda s: s.get("phase") == "Paused", 15)
+        res = plugin(world, "promote", name)       # refused while paused: recorded, nothing moves
+        assert res.returncode == 0, res.stderr
+        wait_status(world, name, lambda s: any(d["action"] == "reject" for d in s.get("decisions", [])), 15)
+        assert get(world, name)["status"]["stage"] == "canary"
+        assert plugin(world, "resume", name).returncode == 0
+        wait_status(world, name, lambda s: s.get("phase") == "Canary", 15)
+        assert plugin(world, "promote", name, "--reason", "looks good").returncode == 0
+        wait_status(world, name, lambda s: s.get("phase") == "Promoted", 20)
+    res = plugin(world, "status", name, "-o", "json")
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert (doc["phase"], doc["stage"], doc["weight"]) == ("Promoted", "full", 100)
+    history = plugin(world, "history", name).stdout
+    assert "pause" in history and "resume" in history and "looks good" in history
+    assert plugin(world, "status", "does-not-exist").returncode != 0
