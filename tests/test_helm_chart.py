@@ -25,8 +25,8 @@ def helm(request) -> Path:
     return need_binary("helm")
 
 
-def render(helm: Path, values: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    args = [str(helm), "template", "rel", str(CHART), "--namespace", "tidegate"]
+def render(helm: Path, values: str, *extra: str, release: str = "rel") -> subprocess.CompletedProcess[str]:
+    args = [str(helm), "template", release, str(CHART), "--namespace", "tidegate"]
     if values != "values.yaml":
         args += ["-f", str(CHART / values)]
     return subprocess.run([*args, *extra], capture_output=True, text=True, check=False)
@@ -139,7 +139,9 @@ def test_operator_rbac_allows_what_it_needs_and_nothing_else(helm, kubectl, clus
     kc = lambda *a: subprocess.run([str(kubectl), *a], capture_output=True, text=True, env=env, check=False)  # noqa: E731
     assert kc("create", "namespace", ns).returncode == 0
     assert kc("create", "namespace", f"{ns}-other").returncode == 0
-    objs = docs(render(helm, "values-paper.yaml", "--namespace", ns, "--name-template", ns).stdout)
+    res = render(helm, "values-paper.yaml", "--namespace", ns, release=ns)
+    assert res.returncode == 0, res.stderr
+    objs = docs(res.stdout)
     rbac = [o for o in objs if o["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding")]
     path = tmp_path / "rbac.yaml"
     path.write_text(yaml.safe_dump_all(rbac))
