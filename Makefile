@@ -19,3 +19,7 @@ lint:
 # every bench/bench_*.py in its own process; writes bench/results.json and docs/benchmarks.md
 bench:
 	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+# The main job: a local release of a freshly trained candidate, no cluster (INJECT=winrate|drift|parity|prometheus-outage).
+demo:
+	.venv/bin/tidegate demo $(if $(INJECT),--inject $(INJECT),)

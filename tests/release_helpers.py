@@ -40,6 +40,9 @@ def tiny_onnx(path: Path, weight: float) -> None:
         [helper.make_tensor_value_info("p", TensorProto.FLOAT, [None, 1])], [w])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
+    from tidegate.features.schema import schema_hash
+
+    helper.set_model_props(model, {"schema_hash": schema_hash()})  # as real exports carry it (validation reads it)
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
 

@@ -62,7 +62,9 @@ def test_hand_computed_values_on_a_tiny_stream() -> None:
     cols = timeline_columns(frame_from_events(events, symbol="X"))
     f = {n: float(cols[n][-1]) for n in MARKET_FEATURES}
     mid = 100.15
-    assert f["spread_bps"] == pytest.approx(0.1 / mid * 1e4, rel=1e-6)
+    # rounded to the 0.05 bps grid (9.985 bps -> 10.0): a price-level proxy must not leak in
+    assert f["spread_bps"] == pytest.approx(round(0.1 / mid * 1e4 / 0.05) * 0.05, rel=1e-6)
+    assert f["spread_bps"] == pytest.approx(10.0)
     assert f["imbalance_l1"] == 0.0 and f["microprice_offset_bps"] == pytest.approx(0.0, abs=1e-6)
     # 10 best ladder levels behind the touch at the diff: bids 100.0 + 99.95 = 4, asks 100.2 + 100.3 = 2
     assert f["depth_imbalance_l10"] == pytest.approx((4 - 2) / 6)

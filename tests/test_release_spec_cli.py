@@ -16,6 +16,7 @@ from tidegate.release.validation import (
     DEFAULT_CHECKS,
     ValidationContext,
     check_benchmark,
+    check_canary_pipeline,
     check_onnx_parity,
     run_checks,
 )
@@ -53,12 +54,14 @@ def test_checklist_passes_skips_with_reasons_and_fails_on_a_worse_model(tmp_path
                             parquet_dir=tmp_path / "parquet", benchmark_path=tmp_path / "latest/lgbm_meta.json")
     parity = check_onnx_parity(ctx)  # the tiny test model has no native LightGBM twin: never a pass
     assert parity.status in ("fail", "skip") and parity.detail
-    checks = [c for c in DEFAULT_CHECKS if c is not check_onnx_parity]  # checks are pluggable
+    canary = check_canary_pipeline(ctx)  # not a trading model: refused before any day is simulated
+    assert canary.status == "fail" and "features" in canary.detail
+    # checks are pluggable; the real-model checklist is tests/test_release_checklist.py
+    checks = [c for c in DEFAULT_CHECKS if c not in (check_onnx_parity, check_canary_pipeline)]
     out = run_checks(ctx, checks)
     by = {c["name"]: c for c in out.checks}
     assert by["artifact"]["status"] == "pass" and by["feature_schema"]["status"] == "pass"
     assert by["benchmark"]["status"] == "skip" and "no benchmark" in by["benchmark"]["detail"]
-    assert by["canary_pipeline"]["status"] == "skip"
     assert out.passed and "skipped" in out.summary
     assert not run_checks(ctx, checks, require_all=True).passed
     ctx.benchmark_path.parent.mkdir(parents=True)

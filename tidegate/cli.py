@@ -73,5 +73,25 @@ from tidegate.report.cli import report as _report_command  # noqa: E402  (releas
 _release_group.add_command(_report_command)
 
 
+
+@main.command()
+@click.option("--inject", type=click.Choice(["winrate", "drift", "parity", "prometheus-outage"]), default=None,
+              help="break one real thing mid-release and watch the automatic rollback (or hold)")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=Path(".tidegate/demo"),
+              show_default=True, help="where the run keeps its registry, logs, state and report")
+@click.option("--speed", type=float, default=None, help="market replay speed factor (default: the scenario's)")
+@click.option("--quick", is_flag=True, help="shorter stages (used by the test suite)")
+def demo(inject: str | None, workdir: Path, speed: float | None, quick: bool) -> None:
+    """Run a release locally: nats-server, Prometheus, every service in paper mode, shadow -> full."""
+    from tidegate.demo.run import DemoOptions, run_demo
+
+    try:
+        result = run_demo(DemoOptions(inject=inject, workdir=workdir, speed=speed, quick=quick))
+    except KeyboardInterrupt:
+        click.echo("interrupted: every process the demo started has been stopped", err=True)
+        sys.exit(130)
+    sys.exit(0 if result.expected else 1)
+
+
 if __name__ == "__main__":
     main()

@@ -26,6 +26,7 @@ class MetricSpec:
     labels: tuple[str, ...] = ()
     owner: str = ""    # the service that exports it
     buckets: tuple[float, ...] = ()
+    also: tuple[str, ...] = ()  # other services exporting the same series (same name, labels, meaning)
 
     @property
     def client_name(self) -> str:
@@ -113,8 +114,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     # release engine (operator or local driver)
     MetricSpec("mode_switch_total", "counter", "rollout mode switches", ("from", "to", "reason"), "release"),
     MetricSpec("rollback_total", "counter", "automatic and manual rollbacks", ("reason",), "release"),
-    MetricSpec("tau_entry_current", "gauge", "entry threshold in force", ("model",), "release"),
-    MetricSpec("tau_hold_current", "gauge", "hold threshold in force", ("model",), "release"),
+    MetricSpec("tau_entry_current", "gauge", "entry threshold in force", ("model",), "release",
+               also=("ai_scorer",)),
+    MetricSpec("tau_hold_current", "gauge", "hold threshold in force", ("model",), "release", also=("ai_scorer",)),
     MetricSpec("release_stage", "gauge", "1 for the stage a release is in", ("release", "stage", "phase"), "release"),
     MetricSpec("release_weight", "gauge", "canary weight of a release, percent", ("release",), "release"),
     MetricSpec("gate_evaluations_total", "counter", "guard-rail evaluations by verdict", ("gate", "verdict"),
@@ -132,7 +134,7 @@ def build(registry: CollectorRegistry, owner: str) -> dict[str, Counter | Gauge 
     """Create the metrics one service exports (its own plus the shared '*' ones), keyed by name."""
     out: dict[str, Counter | Gauge | Histogram] = {}
     for m in CATALOGUE:
-        if m.owner not in (owner, "*"):
+        if m.owner not in (owner, "*") and owner not in m.also:
             continue
         if m.kind == "counter":
             out[m.name] = Counter(m.client_name, m.help, m.labels, registry=registry)

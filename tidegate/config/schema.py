@@ -66,6 +66,19 @@ class RolloutGuardConfig(Section):
     winrate_window: Duration = Field(1800.0, description="window of the win-rate comparison")
 
 
+class CanaryPipelineConfig(Section):
+    """scripts/canary_pipeline.py; fill-rate, markout and win-rate-delta limits come from rollout_guard."""
+
+    winrate_target: float = Field(0.5, ge=0, le=1, description="win rate the candidate must reach on every day type")
+    min_trades: int = Field(50, ge=1, description="filled entries a day type needs before its gates decide")
+    synthetic_days: int = Field(2, ge=1, le=50, description="synthetic sessions per regime (normal, event, high-vol)")
+    synthetic_seconds: float = Field(300.0, gt=0, description="length of one synthetic session, seconds")
+    seed: int = Field(910_000, ge=0, description="synthetic seed (kept apart from the training seeds)")
+    replay_window: Duration = Field(30.0, description="replayed captures are classified into regimes per window")
+    high_vol_quantile: float = Field(0.8, gt=0, lt=1, description="replay windows this volatile are high-vol")
+    event_quantile: float = Field(0.8, gt=0, lt=1, description="busiest other replay windows are event")
+
+
 class SizingConfig(Section):
     leverage: float = Field(10, gt=0, le=125, description="leverage applied to free balance")
     notional_cap_usd: float = Field(20000, gt=0, description="cap on order notional, USD")
@@ -199,6 +212,7 @@ class AppConfig(Section):
     prometheus: PrometheusConfig = PrometheusConfig()
     rollout: RolloutConfig = RolloutConfig()
     rollout_guard: RolloutGuardConfig = RolloutGuardConfig()
+    canary_pipeline: CanaryPipelineConfig = CanaryPipelineConfig()
     collector: CollectorConfig = CollectorConfig()
     signal_engine: SignalEngineConfig = SignalEngineConfig()
     executor: ExecutorConfig = ExecutorConfig()

@@ -1,7 +1,10 @@
 """The executor's decisions, free of I/O: approved signal in, order and fill events out.
 
-``ExecutionEngine`` holds one paper exchange per (symbol, route) (so a canary's
-reduce-only exits never net against the stable model's position) and decides,
+``ExecutionEngine`` holds one paper exchange per (symbol, route, position side):
+a canary's reduce-only exits never net against the stable model's position, and
+(as in a venue's hedge mode) a buy entry's reduce-only sell exit closes the long
+leg even when a sell entry on the same route has since filled (one-way netting
+would turn that exit into a position increase and reject it). It decides,
 for each approved signal, in this order:
 
 1. duplicate signal id → ignored (idempotency: client order ids derive from the
@@ -27,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from tidegate.bus.dedupe import RecentIds
 from tidegate.bus.messages import ApprovedMsg, BookMsg, FillMsg, OrderMsg, TradeMsg
 from tidegate.config.schema import AppConfig
 from tidegate.execution import gates, ladder
@@ -37,6 +41,11 @@ from tidegate.execution.sizing import SizingParams, size_order
 from tidegate.execution.venue import MarketRules
 
 NS = 1_000_000_000
+
+
+def position_side(side: str, reduce_only: bool) -> str:
+    """The hedge-mode leg an order trades: buy entries and sell exits are the long leg."""
+    return "long" if (side == "buy") != reduce_only else "short"
 
 
 @dataclass
@@ -79,17 +88,17 @@ class ExecutionEngine:
         self.real_mode = real_mode
         self.fail_safe_until = 0.0
         self.books: dict[str, BookMsg] = {}
-        self.exchanges: dict[tuple[str, str], PaperExchange] = {}
+        self.exchanges: dict[tuple[str, str, str], PaperExchange] = {}
         self.live: dict[str, _Live] = {}
-        self.seen: set[str] = set()
+        self.seen = RecentIds()
         self.exit_seq: dict[str, int] = {}
         s = cfg.executor.sizing
         self.sizing = SizingParams(s.leverage, s.notional_cap_usd, s.use_all_in, s.min_free_balance_usd,
                                    s.lot_size_rounding)
 
     # -- plumbing --------------------------------------------------------------------------------
-    def exchange(self, symbol: str, route: str) -> PaperExchange:
-        key = (symbol, route)
+    def exchange(self, symbol: str, route: str, leg: str) -> PaperExchange:
+        key = (symbol, route, leg)
         ex = self.exchanges.get(key)
         if ex is None:
             sim = self.cfg.executor.simulator
@@ -129,7 +138,7 @@ class ExecutionEngine:
         d = Decision()
         bb = msg.bids[0][0] if msg.bids else None
         ba = msg.asks[0][0] if msg.asks else None
-        for (symbol, route), ex in self.exchanges.items():
+        for (symbol, route, _leg), ex in list(self.exchanges.items()):
             if symbol == msg.symbol:
                 self._apply(d, symbol, route, ex.on_book(msg.recv_ns, msg.bid_changes, msg.ask_changes, bb, ba))
         self._expire(d, msg.symbol, msg.recv_ns)
@@ -137,7 +146,7 @@ class ExecutionEngine:
 
     def on_trade(self, msg: TradeMsg) -> Decision:
         d = Decision()
-        for (symbol, route), ex in self.exchanges.items():
+        for (symbol, route, _leg), ex in list(self.exchanges.items()):
             if symbol == msg.symbol:
                 self._apply(d, symbol, route, ex.on_trade(msg.recv_ns, msg.price, msg.qty, msg.aggressor))
         return d
@@ -147,7 +156,7 @@ class ExecutionEngine:
         d = Decision()
         if sig.signal_id in self.seen:
             return d
-        self.seen.add(sig.signal_id)
+        self.seen.add(sig.signal_id)  # idempotent: a redelivered signal never doubles an order
         if now_wall - self.started_wall < self.cfg.executor.warmup_seconds:
             d.count("warmup_skip_total", symbol=sig.symbol)
             return d
@@ -202,7 +211,7 @@ class ExecutionEngine:
             d.count("orders_rejected_total", route=route, reason="below_min_qty")
             return d
         d.count("trades_opened_total", route=route)
-        ex = self.exchange(sig.symbol, route) if venue == "paper" else None
+        ex = self.exchange(sig.symbol, route, position_side(sig.side, False)) if venue == "paper" else None
         for rung in rungs:
             coid = f"{sig.signal_id}-e{rung.index}"
             msg = OrderMsg(client_order_id=coid, signal_id=sig.signal_id, symbol=sig.symbol, route=route,  # type: ignore[arg-type]
@@ -279,7 +288,7 @@ class ExecutionEngine:
         d.orders.append(msg)
         d.count("exec_ladder_aggressiveness_total", bucket=bucket)
         if parent.venue == "paper":
-            self.exchange(parent.symbol, parent.route).submit(
+            self.exchange(parent.symbol, parent.route, position_side(side, True)).submit(
                 OrderRequest(coid, side, price, qty, post_only=True, reduce_only=True), now)  # type: ignore[arg-type]
 
     def _expire(self, d: Decision, symbol: str, now: int) -> None:
@@ -290,5 +299,5 @@ class ExecutionEngine:
                 continue
             ttl = lc.order_ttl if live.entry else lc.exit_ttl
             if now - live.placed_ns > ttl * NS:
-                self.exchange(symbol, m.route).cancel(coid, now)
+                self.exchange(symbol, m.route, position_side(m.side, m.reduce_only)).cancel(coid, now)
                 live.placed_ns = -1  # cancel in flight; do not send it twice

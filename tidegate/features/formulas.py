@@ -31,6 +31,7 @@ RAW_FIELDS: tuple[str, ...] = ("bid_px", "bid_qty", "ask_px", "ask_qty", "bid_ba
                                "sell_1s", "buy_5s", "sell_5s", "n_1s", "m2", "m2_short", "m2_mid", "m2_long",
                                "sq_mid", "sq_long", "since_trade_ns", "bid_qty_u", "ask_qty_u")
 NO_TRADE_MS = PARAMS.no_trade_ms
+SPREAD_STEP = PARAMS.spread_step_bps
 # LightGBM's dense predictor reads any |x| <= 1e-35 as 0 while ONNX Runtime does not; features never
 # legitimately get that small (the smallest real magnitudes are ~1e-16), so both paths flush them to 0
 # and the domain the parity check must cover stays {0} U {|x| >= FLUSH_BELOW}.
@@ -72,7 +73,7 @@ def market_features_batch(raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     aqu = raw["ask_qty_u"].astype(np.float64)
     since = raw["since_trade_ns"]
     out = {
-        "spread_bps": np.where(valid, (ask - bid) / safe_mid * 1e4, 0.0),
+        "spread_bps": np.where(valid, np.floor((ask - bid) / safe_mid * 1e4 / SPREAD_STEP + 0.5) * SPREAD_STEP, 0.0),
         "imbalance_l1": _ratio(bq, aq),
         "microprice_offset_bps": np.where(valid & (qsum > 0), (micro - mid) / safe_mid * 1e4, 0.0),
         "depth_imbalance_l10": _ratio(raw["bid_band"], raw["ask_band"]),
@@ -113,7 +114,7 @@ def market_features_row(r: dict[str, float | int]) -> list[float]:
 
     micro = (bid * aq + ask * bq) / qsum if qsum > 0 else 0.0
     return [
-        (ask - bid) / mid * 1e4 if valid else 0.0,
+        math.floor((ask - bid) / mid * 1e4 / SPREAD_STEP + 0.5) * SPREAD_STEP if valid else 0.0,
         _r(bq, aq),
         (micro - mid) / mid * 1e4 if valid and qsum > 0 else 0.0,
         _r(float(r["bid_band"]), float(r["ask_band"])),

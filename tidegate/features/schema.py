@@ -39,6 +39,10 @@ class FeatureParams:
     price_scale: int = PRICE_SCALE
     qty_scale: int = QTY_SCALE
     no_trade_ms: float = NO_TRADE_MS
+    # The spread is rounded to this grid. A one-tick spread in bps is tick / price, i.e. a
+    # proxy for the price level: unrounded, it drifts with the price and the PSI gate
+    # would read every new price range as feature drift.
+    spread_step_bps: float = 0.05
 
 
 PARAMS = FeatureParams()

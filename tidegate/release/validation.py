@@ -8,16 +8,18 @@ and ``spec.validations.requireAll`` turns every skip into a failure.
 
 Checklist (seed): the feature schema hash of the parquet sidecars equals the ONNX
 metadata's; PR-AUC and precision meet or beat ``models/latest/lgbm_meta.json``;
-ONNX parity passes; ``scripts/canary_pipeline.py`` passes its gates across
-normal/event/high-vol days. Plus the registry's own artifact check (sha256).
+ONNX parity passes; the canary pipeline (``scripts/canary_pipeline.py``, called
+here in-process as ``tidegate.pipeline.canary_run.run_canary``) passes its gates
+across normal/event/high-vol days. Plus the registry's own artifact check (sha256).
+The schema check reads the hash from the ONNX file's own metadata (what the seed
+names), not only from model.json, so an artifact re-exported under another
+schema is caught even when its model.json was left behind.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,13 +78,32 @@ def _sidecar_hashes(parquet_dir: Path) -> dict[str, str]:
     return out
 
 
+def onnx_schema_hash(path: Path) -> str | None:
+    """The ``schema_hash`` in an ONNX file's metadata_props (None when it has none)."""
+    import onnx
+
+    model = onnx.load_model(str(path), load_external_data=False)
+    return next((p.value for p in model.metadata_props if p.key == "schema_hash"), None)
+
+
 def check_feature_schema(ctx: ValidationContext) -> CheckResult:
-    """Model schema hash == every parquet sidecar's == the live feature module's."""
+    """ONNX metadata schema hash == model.json's == every parquet sidecar's == the live feature module's."""
     try:
         meta = ctx.registry.metadata(ctx.model_id)
     except ArtifactError as exc:
         return CheckResult("feature_schema", "fail", str(exc))
-    compared: list[str] = []
+    onnx_path = ctx.registry.model_dir(ctx.model_id) / "model.onnx"
+    try:
+        in_onnx = onnx_schema_hash(onnx_path)
+    except Exception as exc:  # missing or unreadable file: the artifact cannot prove its schema
+        return CheckResult("feature_schema", "fail", f"cannot read the ONNX metadata of {onnx_path}: "
+                                                     f"{type(exc).__name__}: {exc}"[:300])
+    if in_onnx is None:
+        return CheckResult("feature_schema", "fail", f"{onnx_path} has no schema_hash in its metadata")
+    if in_onnx != meta.schema_hash:
+        return CheckResult("feature_schema", "fail", f"ONNX metadata schema_hash {in_onnx[:12]}... != model.json "
+                                                     f"{meta.schema_hash[:12]}...")
+    compared: list[str] = ["ONNX metadata"]
     try:
         live = importlib.import_module("tidegate.features.schema").schema_hash()
     except (ImportError, AttributeError):
@@ -100,15 +121,17 @@ def check_feature_schema(ctx: ValidationContext) -> CheckResult:
                                                      f"{h[:12]}... != model {meta.schema_hash[:12]}...")
     if sidecars:
         compared.append(f"{len(sidecars)} parquet sidecar(s)")
-    if not compared:
+    if len(compared) == 1:
         return CheckResult("feature_schema", "skip", f"no parquet sidecars under {ctx.parquet_dir} and no live "
-                                                     "feature schema to compare with")
+                                                     "feature schema to compare the ONNX metadata with")
     note = "" if sidecars else f" (no parquet sidecars under {ctx.parquet_dir})"
     return CheckResult("feature_schema", "pass", f"schema_hash {meta.schema_hash[:12]}... matches "
                                                  f"{' and '.join(compared)}{note}")
 
 
-_METRIC_KEYS = {"pr_auc": ("pr_auc", "prauc", "average_precision", "pr-auc"), "precision": ("precision",)}
+# lgbm_meta.json and model.json (tidegate/pipeline/train.py) spell precision "precision_at_tau"
+_METRIC_KEYS = {"pr_auc": ("pr_auc", "prauc", "average_precision", "pr-auc"),
+                "precision": ("precision", "precision_at_tau")}
 
 
 def _metric(doc: dict[str, object], name: str) -> float | None:
@@ -170,21 +193,35 @@ def check_onnx_parity(ctx: ValidationContext) -> CheckResult:
 
 
 def check_canary_pipeline(ctx: ValidationContext) -> CheckResult:
-    """scripts/canary_pipeline.py --model-id ID: exit 0 when every gate passes on every day type."""
-    script = ctx.repo_root / "scripts" / "canary_pipeline.py"
-    if not script.is_file():
-        return CheckResult("canary_pipeline", "skip", f"{script} is not available in this build")
+    """The canary pipeline (scripts/canary_pipeline.py's function): every gate passes on every day type.
+
+    In-process, no subprocess: limits from ``<repo_root>/config/app.yml`` (or ``extra["config"]``),
+    days from ``extra["canary_days"]`` (default: synthetic + the capture when present), compared
+    with the registry's active model. The full JSON report goes to ``extra["canary_report"]`` when
+    that is a path.
+    """
+    from tidegate.config import load_config
+    from tidegate.config.schema import AppConfig
+    from tidegate.pipeline.canary_run import CanaryError, run_canary
+
+    cfg = ctx.extra.get("config")
+    if not isinstance(cfg, AppConfig):
+        path = ctx.repo_root / "config" / "app.yml"
+        cfg = load_config(path) if path.is_file() else AppConfig()
+    capture = Path(cfg.data.capture_dir)
+    capture = capture if capture.is_absolute() else ctx.repo_root / capture
+    days = ctx.extra.get("canary_days")
     try:
-        proc = subprocess.run([sys.executable, str(script), "--model-id", ctx.model_id,
-                               "--registry", str(ctx.registry.root)],
-                              capture_output=True, text=True, timeout=1800, cwd=ctx.repo_root)
-    except subprocess.TimeoutExpired:
-        return CheckResult("canary_pipeline", "fail", "canary pipeline timed out after 30 min")
-    tail = (proc.stdout.strip().splitlines() or [""])[-1][:300]
-    if proc.returncode != 0:
-        err = (proc.stderr.strip().splitlines() or [""])[-1][:300]
-        return CheckResult("canary_pipeline", "fail", f"exit {proc.returncode}: {err or tail}")
-    return CheckResult("canary_pipeline", "pass", tail or "all gates passed")
+        run = run_canary(ctx.registry, ctx.model_id, cfg=cfg, capture_dir=capture,
+                         days=list(days) if isinstance(days, list | tuple) else None)
+    except (CanaryError, ValueError) as exc:
+        return CheckResult("canary_pipeline", "fail", f"canary could not run: {exc}"[:300])
+    out = ctx.extra.get("canary_report")
+    if isinstance(out, str | Path):
+        from tidegate.atomic import atomic_write_json
+
+        atomic_write_json(Path(out), run.report)
+    return CheckResult("canary_pipeline", "pass" if run.passed else "fail", run.summary[:400])
 
 
 DEFAULT_CHECKS: tuple[Check, ...] = (check_artifact, check_feature_schema, check_benchmark, check_onnx_parity,

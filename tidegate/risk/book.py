@@ -40,6 +40,8 @@ class _Order:
     filled: bool = False
     done: bool = False
     cancelled: bool = False
+    accepted: bool = False
+    end: str = ""      # "filled" or "cancelled" once known
 
 
 @dataclass
@@ -54,6 +56,7 @@ class RouteTotals:
 class RiskBook:
     window_trades: int = 500
     window_orders: int = 2000
+    mid_history_ns: int = 120 * 1_000_000_000   # mids kept behind the newest, for late-arriving fills
     mids_t: dict[str, list[int]] = field(default_factory=dict)
     mids: dict[str, list[float]] = field(default_factory=dict)
     pending: dict[str, deque[FillRecord]] = field(default_factory=dict)
@@ -64,6 +67,7 @@ class RiskBook:
     trade_times: deque[int] = field(default_factory=deque)
     filled_coids: set[str] = field(default_factory=set)
     last_ts_ns: int = 0
+    unmarked: int = 0   # entry fills with no mid at or before them (cannot be marked; logged by the service)
 
     # -- inputs ---------------------------------------------------------------------------------
     def on_mid(self, symbol: str, ts_ns: int, mid: float) -> list[ClosedTrade]:
@@ -79,15 +83,29 @@ class RiskBook:
         return closed
 
     def on_order(self, coid: str, route: str, status: str) -> None:
+        """One order event; order-insensitive (a redelivery can bring "filled" before "accepted").
+
+        An order is *done* once both its acceptance and its end (filled or cancelled) are known.
+        """
+        if status == "rejected":
+            if coid not in self.orders:
+                self.totals[route].rejected += 1
+            return
+        if status not in ("accepted", "filled", "cancelled"):
+            return
         o = self.orders.get(coid)
-        if status == "accepted" and o is None:
-            self.orders[coid] = _Order(route, coid)
+        if o is None:
+            o = self.orders[coid] = _Order(route, coid)
+        if status == "accepted":
+            if o.accepted:
+                return
+            o.accepted = True
             self.totals[route].accepted += 1
-        elif status == "rejected" and o is None:
-            self.totals[route].rejected += 1
-        elif o is not None and not o.done and status in ("cancelled", "filled"):
+        elif not o.end:
+            o.end = status
+        if o.accepted and o.end and not o.done:
             o.done = True
-            o.cancelled = status == "cancelled"
+            o.cancelled = o.end == "cancelled"
             self._done(coid, o)
 
     def on_fill(self, symbol: str, coid: str, fill: FillRecord, *, entry: bool) -> list[ClosedTrade]:
@@ -122,6 +140,7 @@ class RiskBook:
             fill = queue.popleft()
             marks = fill_markouts(fill, self.mids_t[symbol], self.mids[symbol])
             if marks is None:
+                self.unmarked += 1
                 continue
             trade = ClosedTrade(fill.route, fill.ts_ns, marks, is_win(marks[max(HORIZONS_MS)]), fill.score)
             self.closed.append(trade)
@@ -135,9 +154,13 @@ class RiskBook:
 
     def _trim(self, symbol: str) -> None:
         queue = self.pending.get(symbol)
-        oldest = queue[0].ts_ns if queue else self.mids_t[symbol][-1]
         times = self.mids_t[symbol]
-        # keep one mid at or before the oldest pending fill, drop the rest once the list grows
+        # Fills reach risk later than the mids of the same market time (they go through the
+        # executor and JetStream), so keep ``mid_history_ns`` of mids behind the newest one as
+        # well as one mid at or before the oldest pending fill; drop the rest once the list grows.
+        oldest = times[-1] - self.mid_history_ns
+        if queue:
+            oldest = min(oldest, queue[0].ts_ns)
         if len(times) > 4096:
             import bisect
             cut = max(0, bisect.bisect_right(times, oldest) - 2)

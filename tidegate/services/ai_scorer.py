@@ -26,10 +26,9 @@ from collections import deque
 from collections.abc import Sequence
 
 import numpy as np
-from prometheus_client import Gauge
 
-from tidegate import metrics as catalogue
 from tidegate.bus.consumer import DurableConsumer
+from tidegate.bus.dedupe import RecentIds
 from tidegate.bus.messages import ApprovedMsg, CandidateMsg, ShadowMsg
 from tidegate.features import schema_hash
 from tidegate.registry import Registry
@@ -39,6 +38,8 @@ from tidegate.services.scorer_models import LoadedModel, ModelSet, active_thresh
 
 NAME = "ai_scorer"
 STATS_WINDOW = 2000
+SHADOW_METRICS = ("model_shadow_id", "shadow_signals_evaluated_total", "shadow_signals_approved_total",
+                  "shadow_score_distribution")
 
 
 def score_stats(scores: Sequence[float]) -> dict[str, float]:
@@ -59,11 +60,11 @@ class Scorer:
         self.scores: deque[float] = deque(maxlen=STATS_WINDOW)
         self.shadow_scores: deque[float] = deque(maxlen=STATS_WINDOW)
         self.rng = random.Random(0)
-        m = ctx.metrics
-        for name in ("tau_entry_current", "tau_hold_current"):  # exported here too (seed: AI scoring)
-            spec = catalogue.spec(name)
-            m[name] = Gauge(spec.client_name, spec.help, spec.labels, registry=ctx.registry)
-        self.m = m
+        self.seen = RecentIds()  # signal ids scored: a redelivered candidate is not scored (or counted) twice
+        self.m = ctx.metrics  # tau_*_current come from the catalogue too (``also``: release and ai_scorer)
+        if not self.cfg.shadow.enabled:  # shadow series exist only when shadow scoring is on
+            for name in SHADOW_METRICS:
+                ctx.registry.unregister(self.m.pop(name))
 
     # -- model selection -------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -80,6 +81,8 @@ class Scorer:
 
     def _export_ids(self) -> None:
         for name, model in (("model_active_id", self.models.active), ("model_shadow_id", self.models.shadow)):
+            if name not in self.m:
+                continue
             gauge = self.m[name]
             gauge.clear()
             if model is not None:
@@ -111,10 +114,13 @@ class Scorer:
 
     def score(self, batch: Sequence[CandidateMsg]) -> tuple[list[ApprovedMsg], list[ShadowMsg], int]:
         active, candidate, shadow = self.models.active, self.models.candidate, self.models.shadow
-        good = [c for c in batch if c.schema_hash == self.live_hash]
-        dropped = len(batch) - len(good)
+        fresh = [c for c in batch if c.signal_id not in self.seen]
+        good = [c for c in fresh if c.schema_hash == self.live_hash]
+        dropped = len(fresh) - len(good)
         if active is None or not good:
             return [], [], dropped + (len(good) if active is None else 0)
+        for c in good:
+            self.seen.add(c.signal_id)
         x = np.asarray([c.features for c in good], dtype=np.float32)
         t0 = time.perf_counter()
         p_active = active.predict(x)
@@ -125,6 +131,10 @@ class Scorer:
                 p_cand if candidate is not None and shadow.id == candidate.id else shadow.predict(x))
         per_row = (time.perf_counter() - t0) / len(good)
         self._parity(active, x, p_active)
+        if candidate is not None and candidate.id != active.id:
+            self._parity(candidate, x, p_cand)      # the model under release is the one parity must guard
+        if shadow is not None and p_shadow is not None and shadow.id not in (active.id, getattr(candidate, "id", None)):
+            self._parity(shadow, x, p_shadow)
         th_active = active_thresholds(active, self.state, self.cfg)
         th_cand = active_thresholds(candidate, self.state, self.cfg) if candidate is not None else th_active
         approved: list[ApprovedMsg] = []
@@ -195,10 +205,13 @@ async def serve(ctx: ServiceContext) -> None:
             for c in batch:
                 if c.schema_hash != scorer.live_hash:
                     ctx.counters.bad(ctx.subjects.candidates(c.symbol), "candidate schema_hash differs from live")
+        # candidates, approvals and shadow decisions share the SIGNALS stream and its duplicate
+        # window, so each kind has its own Nats-Msg-Id space (else an approval would be dropped
+        # as a duplicate of the candidate it approves)
         for a in approved:
-            await bus.publish_durable(ctx.subjects.approved(a.symbol), a, msg_id=a.signal_id)
+            await bus.publish_durable(ctx.subjects.approved(a.symbol), a, msg_id=f"approved:{a.signal_id}")
         for s in shadows:
-            await bus.publish_durable(ctx.subjects.shadow(s.symbol), s, msg_id=f"{s.signal_id}:{s.model_id}")
+            await bus.publish_durable(ctx.subjects.shadow(s.symbol), s, msg_id=f"shadow:{s.signal_id}:{s.model_id}")
 
     consumer = DurableConsumer(bus, stream=ctx.subjects.stream("SIGNALS"), durable="ai_scorer",
                                subject=ctx.subjects.candidates("*"), schema=CandidateMsg, handler=on_batch,

@@ -59,7 +59,8 @@ def select_events(frame: MarketFrame, *, start_offset_s: float, max_events: int 
             return
 
 
-async def replay(ctx: ServiceContext, frame: MarketFrame) -> dict[str, int]:
+async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0) -> dict[str, int]:
+    """Publish the frame once; ``offset_ns`` moves every timestamp forward (looped replays keep time monotonic)."""
     cfg = ctx.cfg.collector
     assert ctx.bus is not None
     symbol = ctx.cfg.symbols[0]
@@ -84,6 +85,8 @@ async def replay(ctx: ServiceContext, frame: MarketFrame) -> dict[str, int]:
         msg = conv.convert(ev)
         if msg is None:
             continue
+        if offset_ns:
+            msg = msg.model_copy(update={"ts_ns": msg.ts_ns + offset_ns, "recv_ns": msg.recv_ns + offset_ns})
         if isinstance(msg, BookMsg):
             await ctx.bus.publish(book_subject, msg)
             counts["book"] += 1
@@ -148,8 +151,12 @@ async def serve(ctx: ServiceContext) -> None:
         return
     frame = load_source(ctx)
     ctx.ready = True
+    first_ns, last_ns = frame.time_range_ns()
+    span_ns = last_ns - first_ns + 1_000_000_000   # each loop starts 1 s after the previous one ended
+    loops = 0
     while True:
-        counts = await replay(ctx, frame)
+        counts = await replay(ctx, frame, offset_ns=loops * span_ns)
+        loops += 1
         ctx.status.update({"published": counts})
         ctx.log.info("replay finished: %d book and %d trade messages published", counts["book"], counts["trade"])
         if not ctx.cfg.collector.loop or ctx.stop.is_set():

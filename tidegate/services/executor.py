@@ -38,6 +38,7 @@ NAME = "executor"
 
 
 async def _publish(ctx: ServiceContext, d: Decision) -> None:
+    """Count, log and publish one decision (call under the engine lock: events keep their causal order)."""
     assert ctx.bus is not None
     for name, labels, amount in d.counts:
         metric = ctx.metrics[name]
@@ -67,27 +68,36 @@ async def serve(ctx: ServiceContext) -> None:
     ctx.log.info("warm-up %.0fs; simulator queue=%s latency=%s", cfg.executor.warmup_seconds,
                  cfg.executor.simulator.queue_model, cfg.executor.simulator.latency_model)
 
+    # Market data, signals and control events arrive on separate coroutines; publishing awaits.
+    # Without this lock a fill decided on a book update could reach the ORDERS/FILLS streams
+    # before the "new" order it fills, so every decide-and-publish holds it.
+    lock = asyncio.Lock()
+
     async def on_book(msg: BookMsg) -> None:
-        await _publish(ctx, engine.on_book(msg))
+        async with lock:
+            await _publish(ctx, engine.on_book(msg))
 
     async def on_trade(msg: TradeMsg) -> None:
-        await _publish(ctx, engine.on_trade(msg))
+        async with lock:
+            await _publish(ctx, engine.on_trade(msg))
 
     async def on_approved(batch: Sequence[ApprovedMsg]) -> None:
         now = time.monotonic()
         for sig in batch:
-            d = engine.on_approved(sig, now)
-            if venue is not None:
-                for o in [o for o in d.orders if o.venue == "real"]:
-                    await asyncio.to_thread(venue.place, rules[o.symbol], o.side, o.qty, o.price,
-                                            client_order_id=o.client_order_id, post_only=o.post_only,
-                                            reduce_only=o.reduce_only)
-            await _publish(ctx, d)
+            async with lock:
+                d = engine.on_approved(sig, now)
+                if venue is not None:
+                    for o in [o for o in d.orders if o.venue == "real"]:
+                        await asyncio.to_thread(venue.place, rules[o.symbol], o.side, o.qty, o.price,
+                                                client_order_id=o.client_order_id, post_only=o.post_only,
+                                                reduce_only=o.reduce_only)
+                await _publish(ctx, d)
 
     async def on_control(batch: Sequence[ControlEvent]) -> None:
         for ev in batch:
             if ev.kind == "CRIT" or ev.severity == "CRIT":
-                await _publish(ctx, engine.trip_fail_safe(ev.reason, time.monotonic()))
+                async with lock:
+                    await _publish(ctx, engine.trip_fail_safe(ev.reason, time.monotonic()))
             elif ev.kind == "MODE_SWITCH":
                 ctx.log.info("control: MODE_SWITCH %s -> %s (%s)", ev.from_mode, ev.to_mode, ev.reason)
 

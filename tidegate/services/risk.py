@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tidegate.bus.consumer import DurableConsumer, subscribe
+from tidegate.bus.dedupe import RecentIds
 from tidegate.bus.messages import BookMsg, CandidateMsg, FillMsg, OrderMsg
 from tidegate.execution.venue import load_offline_exchange, reference_mismatches
 from tidegate.registry import ArtifactError, Registry
@@ -76,6 +77,7 @@ class Supervisor:
         self.features: deque[list[float]] = deque(maxlen=rc.window_candidates)
         self.reference: ModelMetadata | None = None
         self.registry = Registry(ctx.resolve(ctx.cfg.registry.root))
+        self.seen = RecentIds()  # fill ids and order events: a redelivery is not counted twice
 
     def load_reference(self, model_id: str | None) -> None:
         model_id = model_id or self.registry.slot("active")
@@ -88,7 +90,13 @@ class Supervisor:
         except (ArtifactError, ValueError) as exc:
             self.ctx.log.warning("no drift reference for model %s: %s", model_id, exc)
 
+    def on_order(self, o: OrderMsg) -> None:
+        if self.seen.add(f"{o.client_order_id}:{o.status}"):
+            self.book.on_order(o.client_order_id, o.route, o.status)
+
     def on_fill(self, f: FillMsg) -> None:
+        if not self.seen.add(f.fill_id):
+            return
         rec = FillRecord(f.ts_ns, f.side, f.price, f.qty, f.fee_rate, f.route, f.score)
         self.book.on_fill(f.symbol, f.client_order_id, rec, entry=not f.reduce_only)
         if not f.reduce_only:
@@ -161,7 +169,7 @@ async def serve(ctx: ServiceContext) -> None:
 
     async def on_orders(batch: Sequence[OrderMsg]) -> None:
         for o in batch:
-            sup.book.on_order(o.client_order_id, o.route, o.status)
+            sup.on_order(o)
 
     async def on_fills(batch: Sequence[FillMsg]) -> None:
         for f in batch:

@@ -23,6 +23,7 @@ import time
 from tidegate.bus.consumer import consumer_backlog, subscribe
 from tidegate.bus.messages import BookMsg, CandidateMsg, TradeMsg
 from tidegate.features import OnlineFeatures, schema_hash
+from tidegate.features.schema import PARAMS
 from tidegate.services.runtime import ServiceContext, run_service
 
 NAME = "signal_engine"
@@ -63,10 +64,15 @@ async def serve(ctx: ServiceContext) -> None:
     interval_ns = int(cfg.signal_engine.min_interval_ms * 1_000_000)
     stream = ctx.subjects.stream("SIGNALS")
 
+    first_seen: dict[str, int] = {}
+    warmup_ns = PARAMS.long_ms * 1_000_000   # the longest feature window must be full before scoring
+
     async def maybe_emit(symbol: str, state: OnlineFeatures, msg: BookMsg) -> None:
         if not state.ready:
             return
         now = msg.recv_ns
+        if now - first_seen.setdefault(symbol, now) < warmup_ns:
+            return
         if now - last_emit.get(symbol, 0) < interval_ns * throttle.factor:
             return
         last_emit[symbol] = now
@@ -80,7 +86,7 @@ async def serve(ctx: ServiceContext) -> None:
                 signal_id=f"{symbol}-{now}-{tag}", symbol=symbol, side="buy" if side > 0 else "sell",
                 ts_ns=msg.ts_ns, recv_ns=now, emitted_ns=time.time_ns(), price=mid, schema_hash=live_hash,
                 features=[float(v) for v in x.tolist()])
-            await bus.publish_durable(ctx.subjects.candidates(symbol), cand, msg_id=cand.signal_id)
+            await bus.publish_durable(ctx.subjects.candidates(symbol), cand, msg_id=f"candidate:{cand.signal_id}")
             emitted.labels(symbol=symbol).inc()
 
     def make_book_handler(symbol: str):  # type: ignore[no-untyped-def]

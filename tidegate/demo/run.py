@@ -1,0 +1,225 @@
+"""Run the demo: stack up, models trained, checklist, compressed release with live view, report.
+
+The release is driven by the same LocalDriver as ``tidegate release run``, ticked
+here so the terminal can be redrawn between ticks and faults injected at the
+right stage. Whatever happens -- success, exception, Ctrl-C, SIGTERM -- every
+process the demo started is stopped before it returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from tidegate.config import load_config
+from tidegate.demo.models import register_pair, swap_reference_model, train_pair, training_table
+from tidegate.demo.progress import ProgressView
+from tidegate.demo.scenario import EXPECT, QUICK, Timings, release_document
+from tidegate.demo.stack import REPO, Stack
+from tidegate.registry import Registry
+from tidegate.release.local import LocalDriver
+from tidegate.release.spec import TERMINAL_PHASES, parse_release
+from tidegate.release.validation import ValidationContext, check_artifact, check_parity, run_checks
+
+MARKET = "binance_usdm_btcusdt"   # the recording the collector replays; the models learn from the same market
+
+
+@dataclass
+class DemoOptions:
+    inject: str | None = None
+    workdir: Path = Path(".tidegate/demo")
+    quick: bool = False
+    speed: float | None = None        # None: the scenario's replay speed
+    capture_dir: Path | None = None
+
+
+@dataclass
+class DemoResult:
+    phase: str                 # Promoted | RolledBack | Held | Failed | ...
+    reason: str
+    expected: bool
+    report: Path | None
+    workdir: Path
+    seconds: float
+
+
+def _sigterm_to_interrupt() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not in the main thread (tests): Ctrl-C handling stays default
+        signal.signal(signal.SIGTERM, handler)
+
+
+def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
+    console = console or Console()
+    t0 = time.monotonic()
+    timings = QUICK if opts.quick else Timings()
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    work = (opts.workdir / f"{stamp}{'-' + opts.inject if opts.inject else ''}").resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    app = load_config(REPO / "config" / "app.yml")
+    capture = opts.capture_dir if opts.capture_dir is not None else (REPO / app.data.capture_dir)
+    registry = Registry(work / "registry")
+    speed = opts.speed or timings.speed
+    stack = Stack(work / "stack", {
+        "registry": {"root": str(registry.root)},
+        "executor": {"warmup_seconds": 3},
+        "collector": {"speed": speed, "source": "auto"},
+        "risk": {"publish_interval": 1.0},
+        "data": {"parquet_dir": str(work / "parquet")},
+    })
+    _sigterm_to_interrupt()
+    try:
+        console.rule("[bold]tidegate demo")
+        console.print(f"workdir {work}")
+        stack.start_servers()
+        console.print(f"nats-server {stack.nats.url if stack.nats else '?'}   "
+                      f"prometheus {stack.prometheus.url if stack.prometheus else '?'}")
+        with console.status("labelling the market data and training baseline + candidate (LightGBM -> ONNX)"):
+            table, source = training_table(capture, work, market=MARKET)
+            base_dir, cand_dir = train_pair(table, work / "models", tag=stamp[-6:], inject=opts.inject)
+            base_id, cand_id = register_pair(registry, base_dir, cand_dir)
+        console.print(f"trained on {source}: {table.num_rows} labelled entries; active {base_id}, "
+                      f"candidate {cand_id}")
+        checklist = run_checks(ValidationContext(model_id=cand_id, registry=registry, repo_root=work),
+                               (check_artifact, check_parity))
+        console.print(f"release checklist: {checklist.summary}")
+        if not checklist.passed:
+            return DemoResult("Failed", checklist.summary, False, None, work, time.monotonic() - t0)
+        if opts.inject == "parity":
+            swap_reference_model(registry.model_dir(cand_id), registry.model_dir(base_id))
+            console.print("[cyan]>> inject parity: the candidate's reference model was replaced by the "
+                          "baseline's after the checklist (a bad re-upload)[/]")
+        stack.write_config()
+        with console.status("starting collector, signal_engine, ai_scorer, executor, risk (paper)"):
+            stack.start_services()
+        console.print(f"services up after {time.monotonic() - t0:.0f}s; replaying the market at {speed:g}x")
+        assert stack.prometheus is not None
+        _wait_for_settled_features(stack, console, timeout=60 if not opts.quick else 40)
+        doc = release_document(f"demo-{stamp}", cand_id, base_id, stack.prometheus.url, timings)
+        release = parse_release(doc)
+        driver = LocalDriver(release, state_dir=work / "releases", app=app, registry=registry,
+                             nats_url=stack.nats.url if stack.nats else None, kv_bucket=app.nats.kv_bucket,
+                             repo_root=work)
+        from prometheus_client import start_http_server
+
+        server, _thread = start_http_server(stack.ports["release"], addr="127.0.0.1", registry=driver.metrics.registry)
+        try:
+            phase, reason = asyncio.run(_drive(driver, stack, opts, timings, console))
+        finally:
+            server.shutdown()
+        expectation = EXPECT[opts.inject]
+        ok = phase == expectation.phase and expectation.reason in (reason or "")
+        report = None
+        with contextlib.suppress(Exception):
+            from tidegate.report import write_report
+
+            prom = stack.prometheus.url if stack.prometheus and stack.prometheus.alive() else None
+            report = write_report(work / "releases", release.name, work / "report.html", prometheus_url=prom)
+        _summary(console, phase, reason, ok, report, time.monotonic() - t0, opts.inject)
+        return DemoResult(phase, reason, ok, report, work, time.monotonic() - t0)
+    finally:
+        stack.stop()
+
+
+async def _drive(driver: LocalDriver, stack: Stack, opts: DemoOptions, t: Timings,
+                 console: Console) -> tuple[str, str]:
+    view = ProgressView(console, driver.release, inject=opts.inject, live=console.is_terminal)
+    injected_at: float | None = None
+    live = Live(view.render(None, []), console=console, refresh_per_second=4) if view.live else None
+    with driver.store.lock(), (live or contextlib.nullcontext()):
+        await driver.connect()
+        try:
+            while True:
+                await driver.tick()
+                st = driver.status
+                assert st is not None
+                if live is not None:
+                    live.update(view.render(st, driver.last_verdicts, _services_line(stack)))
+                else:
+                    view.log_lines(st, driver.last_verdicts)
+                if st.phase in TERMINAL_PHASES and not st.pendingEffects:
+                    return st.phase, st.rollbackReason or st.message
+                in_canary = st.stage == "canary" and st.stageStartedAt is not None
+                if opts.inject and injected_at is None and in_canary:
+                    since = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(st.stageStartedAt)).total_seconds()
+                    if since >= t.inject_after:
+                        injected_at = time.monotonic()
+                        _inject(opts.inject, stack, view)
+                if opts.inject == "prometheus-outage" and injected_at is not None \
+                        and time.monotonic() - injected_at >= t.hold_observe:
+                    held = st.holdSince is not None and st.phase not in ("Promoted",)
+                    return ("Held" if held else st.phase,
+                            f"every gate UNAVAILABLE for {t.hold_observe:g}s: holding in {st.stage}, no promotion; "
+                            f"rollback only after maxHold" if held else st.message)
+                await asyncio.sleep(driver.release.spec.analysis.interval)
+        finally:
+            await driver.close()
+
+
+def _wait_for_settled_features(stack: Stack, console: Console, *, timeout: float) -> None:
+    """Start the release once live drift is measurable and calm.
+
+    The risk service's feature window starts empty and its first minutes of replay are
+    one regime; PSI over a handful of candidates is noise. A release started then would
+    be judged on that noise, so the demo (like an operator) waits for the window to fill.
+    """
+    assert stack.prometheus is not None
+    deadline = time.monotonic() + timeout
+    psi = ks = float("nan")
+    with console.status("warming up: waiting for live features to settle (PSI < 0.2, KS < 0.15)") as status:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):
+                p = stack.prometheus.query("max(psi_feature)")
+                k = stack.prometheus.query("max(ks_feature)")
+                if p and k:
+                    psi, ks = float(p[0]["value"][1]), float(k[0]["value"][1])
+                    status.update(f"warming up: live PSI {psi:.3f}, KS {ks:.3f} (waiting for < 0.2 / 0.15)")
+                    if psi < 0.2 and ks < 0.15:
+                        break
+            time.sleep(1.0)
+    console.print(f"live features settled: max PSI {psi:.3f}, max KS {ks:.3f}")
+
+
+def _inject(kind: str, stack: Stack, view: ProgressView) -> None:
+    if kind == "drift":
+        stack.config_overrides.setdefault("collector", {})["capture_file"] = "binance_cm_btcusd_perp_20240808.gz"
+        stack.write_config()
+        stack.start_service("collector")
+        view.note("inject drift: the collector now replays another market (coin-margined BTCUSD_PERP)")
+    elif kind == "prometheus-outage":
+        if stack.prometheus is not None:
+            stack.prometheus.stop()
+        view.note("inject prometheus-outage: Prometheus stopped; gates cannot be measured")
+    elif kind == "winrate":
+        view.note("inject winrate: the candidate (trained on inverted labels) is now trading 25% of signals")
+    elif kind == "parity":
+        view.note("inject parity: the scorer re-scores the candidate with its (swapped) reference model")
+
+
+def _services_line(stack: Stack) -> str:
+    states = []
+    for name, proc in stack.procs.items():
+        states.append(f"{name} {'up' if proc.alive() else 'DOWN'}")
+    return "services: " + ", ".join(states)
+
+
+def _summary(console: Console, phase: str, reason: str, ok: bool, report: Path | None, seconds: float,
+             inject: str | None) -> None:
+    colour = "green" if ok else "red"
+    console.rule(f"[bold {colour}]{phase}")
+    if reason:
+        console.print(f"reason: {reason}")
+    console.print(f"{'as expected' if ok else 'NOT the expected outcome'} for "
+                  f"{'--inject ' + inject if inject else 'a healthy candidate'}; took {seconds:.0f}s")
+    if report is not None:
+        console.print(f"release report: {report}")
