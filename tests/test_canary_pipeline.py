@@ -95,7 +95,8 @@ def test_classify_windows_by_volatility_then_trade_rate() -> None:
 def test_days_selection_and_its_errors() -> None:
     sel = parse_days(["synthetic:event", "replay:*0809*"])
     assert sel.synthetic_regimes == ("event",) and sel.replay_patterns == ("*0809*",) and sel.replay_required
-    assert parse_days(None).synthetic_regimes == ("normal", "event", "high-vol") and not parse_days(None).replay_required
+    default = parse_days(None)
+    assert default.synthetic_regimes == ("normal", "event", "high-vol") and not default.replay_required
     with pytest.raises(ValueError, match="unknown regime 'calm'"):
         parse_days(["synthetic:calm"])
     with pytest.raises(CanaryError, match="replay days requested but no capture files"):

@@ -8,10 +8,11 @@ Why it looks like this:
   market data that overflows is dropped, which is fine for ticks.
 - JetStream publishes must not be lost. ``Bus.publish_durable`` sends
   asynchronously (thousands per second), each with a ``Nats-Msg-Id`` header
-  derived from the business id (signal id, client order id, fill id). A
-  confirmation task waits for the stream's ack and, on timeout or error
-  (server down, reconnecting), republishes with the *same* id until acked;
-  JetStream's duplicate window drops any copy that had in fact been stored.
+  derived from the business id (signal id, client order id, fill id). One
+  confirmation task per bus checks the stream acks in publish order and, on
+  timeout or error (server down, reconnecting), republishes with the *same* id
+  until acked; JetStream's duplicate window drops any copy that had in fact
+  been stored.
 - Streams use file storage so that a restarted server still has them.
 """
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -80,7 +82,11 @@ class Bus:
         self.subjects = subjects or Subjects()
         self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=8192)
         self.service = service
-        self._confirmations: set[asyncio.Task[None]] = set()
+        self._unacked: deque[tuple[str, bytes, dict[str, str], Any]] = deque()
+        self._confirmer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._degraded = False
         self.republished = 0
 
     @classmethod
@@ -109,17 +115,41 @@ class Bus:
         except Exception as exc:  # reconnecting, stalled: fall through to the retry path
             log.debug("async publish of %s failed (%s); retrying synchronously", msg_id, exc)
             fut = None
-        task = asyncio.create_task(self._confirm(subject, payload, headers, fut))
-        self._confirmations.add(task)
-        task.add_done_callback(self._confirmations.discard)
+        # one confirmer task per bus (not one per message: that costs more than the publish)
+        self._unacked.append((subject, payload, headers, fut))
+        self._wake.set()
+        if self._confirmer is None or self._confirmer.done():
+            self._confirmer = asyncio.create_task(self._confirm_loop())
+
+    async def _confirm_loop(self) -> None:
+        while True:
+            while self._unacked:
+                subject, payload, headers, fut = self._unacked[0]
+                await self._confirm(subject, payload, headers, fut)
+                self._unacked.popleft()
+            self._degraded = False
+            self._wake.clear()
+            self._idle.set()
+            await self._wake.wait()
+            self._idle.clear()
 
     async def _confirm(self, subject: str, payload: bytes, headers: dict[str, str], fut: Any) -> None:
+        """Wait for one stream ack, in publish order; republish with the same id when it is not known.
+
+        After one failure (server away) the following pending acks are not waited for one by
+        one: each unacked message is republished synchronously until the queue has caught up,
+        so an outage costs one timeout, not one per message.
+        """
         if fut is not None:
-            try:
-                await asyncio.wait_for(fut, timeout=2.0)
-                return
-            except Exception:  # any failure means "not known to be stored"
-                pass
+            if fut.done():
+                if not fut.cancelled() and fut.exception() is None:
+                    return
+            elif not self._degraded:
+                try:
+                    await asyncio.wait_for(fut, timeout=2.0)
+                    return
+                except Exception:  # any failure means "not known to be stored"
+                    self._degraded = True
         delay = 0.1
         while True:
             try:
@@ -135,19 +165,22 @@ class Bus:
 
     @property
     def unconfirmed(self) -> int:
-        return len(self._confirmations)
+        return len(self._unacked)
 
     async def flush(self, timeout: float = 30.0) -> None:
         """Wait until every durable publish is acked by its stream."""
-        if self._confirmations:
-            await asyncio.wait(set(self._confirmations), timeout=timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._unacked and asyncio.get_running_loop().time() < deadline:
+            self._wake.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=0.05)
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=2)
 
     async def close(self) -> None:
         await self.flush(timeout=10.0)
-        for task in list(self._confirmations):
-            task.cancel()
+        if self._confirmer is not None:
+            self._confirmer.cancel()
         # drain can wait on a pull subscription's pending request for its whole timeout;
         # everything that matters (durable publishes) is already confirmed, so close.
         with contextlib.suppress(Exception):

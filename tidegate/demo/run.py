@@ -27,7 +27,13 @@ from tidegate.demo.stack import REPO, Stack
 from tidegate.registry import Registry
 from tidegate.release.local import LocalDriver
 from tidegate.release.spec import TERMINAL_PHASES, parse_release
-from tidegate.release.validation import ValidationContext, check_artifact, check_parity, run_checks
+from tidegate.release.validation import (
+    ValidationContext,
+    check_artifact,
+    check_feature_schema,
+    check_onnx_parity,
+    run_checks,
+)
 
 MARKET = "binance_usdm_btcusdt"   # the recording the collector replays; the models learn from the same market
 
@@ -74,7 +80,9 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         "registry": {"root": str(registry.root)},
         "executor": {"warmup_seconds": 3},
         "collector": {"speed": speed, "source": "auto"},
-        "risk": {"publish_interval": 1.0},
+        # PSI over the whole replay so far, not the last minute: a minute of one market is
+        # legitimately unlike six (volatility clusters), and the gate would read that as drift.
+        "risk": {"publish_interval": 1.0, "window_candidates": 8000},
         "data": {"parquet_dir": str(work / "parquet")},
     })
     _sigterm_to_interrupt()
@@ -91,7 +99,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         console.print(f"trained on {source}: {table.num_rows} labelled entries; active {base_id}, "
                       f"candidate {cand_id}")
         checklist = run_checks(ValidationContext(model_id=cand_id, registry=registry, repo_root=work),
-                               (check_artifact, check_parity))
+                               (check_artifact, check_feature_schema, check_onnx_parity))
         console.print(f"release checklist: {checklist.summary}")
         if not checklist.passed:
             return DemoResult("Failed", checklist.summary, False, None, work, time.monotonic() - t0)
@@ -166,7 +174,7 @@ async def _drive(driver: LocalDriver, stack: Stack, opts: DemoOptions, t: Timing
             await driver.close()
 
 
-def _wait_for_settled_features(stack: Stack, console: Console, *, timeout: float) -> None:
+def _wait_for_settled_features(stack: Stack, console: Console, *, timeout: float, window: str = "15s") -> None:
     """Start the release once live drift is measurable and calm.
 
     The risk service's feature window starts empty and its first minutes of replay are
@@ -179,8 +187,9 @@ def _wait_for_settled_features(stack: Stack, console: Console, *, timeout: float
     with console.status("warming up: waiting for live features to settle (PSI < 0.2, KS < 0.15)") as status:
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):
-                p = stack.prometheus.query("max(psi_feature)")
-                k = stack.prometheus.query("max(ks_feature)")
+                # the same window the drift gates read, so "settled" means the gates would pass
+                p = stack.prometheus.query(f"max(max_over_time(psi_feature[{window}]))")
+                k = stack.prometheus.query(f"max(max_over_time(ks_feature[{window}]))")
                 if p and k:
                     psi, ks = float(p[0]["value"][1]), float(k[0]["value"][1])
                     status.update(f"warming up: live PSI {psi:.3f}, KS {ks:.3f} (waiting for < 0.2 / 0.15)")

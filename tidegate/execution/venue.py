@@ -32,6 +32,9 @@ import ccxt
 REPO = Path(__file__).resolve().parents[2]
 RAW_INSTRUMENTS = REPO / "config" / "markets" / "bybit_v5_linear_instruments.json"
 MARKETS_FILE = REPO / "config" / "markets" / "bybit_v5_linear.json"
+# the venue's own instruments-info response (bybit v5), kept beside the parsed markets file as the
+# reference for lot sizes and ticks: a stale or mis-parsed markets file disagrees with it
+INSTRUMENTS_NAME = "bybit_v5_linear_instruments.json"
 
 
 class VenueError(RuntimeError):
@@ -139,9 +142,24 @@ class ReferenceMismatch:
     actual: Any
 
 
-def reference_mismatches(symbols: list[str], ex: ccxt.Exchange, *, maker_fee: float, taker_fee: float
-                         ) -> list[ReferenceMismatch]:
-    """Cross-check configured symbols against the venue: listed, active, maker/taker fees, lot size sane."""
+def load_instruments(path: Path) -> dict[str, dict[str, Any]]:
+    """The raw bybit v5 instruments-info response, by symbol ({} when the file is absent)."""
+    if not Path(path).is_file():
+        return {}
+    doc = json.loads(Path(path).read_text())
+    rows = doc.get("result", {}).get("list", []) if isinstance(doc, dict) else doc
+    return {str(r["symbol"]): r for r in rows}
+
+
+def reference_mismatches(symbols: list[str], ex: ccxt.Exchange, *, maker_fee: float, taker_fee: float,
+                         instruments: Mapping[str, Mapping[str, Any]] | None = None) -> list[ReferenceMismatch]:
+    """Cross-check configured symbols against the venue: listed, active, maker/taker fees, lot sizes.
+
+    Lot sizes: the step must be positive and no larger than the minimum quantity, and, when the
+    venue's raw instruments response is given, lot step, minimum quantity and tick size must equal
+    its ``lotSizeFilter.qtyStep``, ``lotSizeFilter.minOrderQty`` and ``priceFilter.tickSize``.
+    Used by scripts/validate_symbols.py and by the risk service (exchange_reference_mismatch_total).
+    """
     out: list[ReferenceMismatch] = []
     for s in symbols:
         try:
@@ -149,6 +167,16 @@ def reference_mismatches(symbols: list[str], ex: ccxt.Exchange, *, maker_fee: fl
         except VenueError:
             out.append(ReferenceMismatch(s, "listed", True, False))
             continue
+        raw = (instruments or {}).get(r.symbol)
+        if instruments is not None and raw is None:
+            out.append(ReferenceMismatch(s, "instrument", "present in the instruments reference", "absent"))
+        if raw is not None:
+            lot, price = raw.get("lotSizeFilter", {}), raw.get("priceFilter", {})
+            for name, ref, actual in (("lot_step", lot.get("qtyStep"), r.lot_step),
+                                      ("min_qty", lot.get("minOrderQty"), r.min_qty),
+                                      ("tick_size", price.get("tickSize"), r.tick_size)):
+                if ref is not None and abs(float(ref) - actual) > 1e-12:
+                    out.append(ReferenceMismatch(s, name, float(ref), actual))
         if not r.active:
             out.append(ReferenceMismatch(s, "active", True, False))
         if abs(r.maker_fee - maker_fee) > 1e-12:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Sequence
 
 import numpy as np
@@ -139,6 +139,10 @@ class Scorer:
         th_cand = active_thresholds(candidate, self.state, self.cfg) if candidate is not None else th_active
         approved: list[ApprovedMsg] = []
         now = time.time_ns()
+        scored: Counter[tuple[str, str]] = Counter()
+        passed: Counter[tuple[str, str]] = Counter()
+        seed = self.state.rng_seed
+        # messages built with model_construct: every field comes from a validated candidate or this code
         for i, c in enumerate(good):
             r = route(self.state, c.signal_id)
             if r == "canary" and candidate is not None:
@@ -146,28 +150,36 @@ class Scorer:
             else:
                 r = "paper" if r == "canary" else r
                 model, p, tau = active, float(p_active[i]), th_active.tau_entry
-            self.m["signals_scored_total"].labels(model=model.id, route=r).inc()
-            self.m["scoring_latency_seconds"].labels(model=model.id).observe(per_row)
+            scored[(model.id, r)] += 1
             self.scores.append(p)
             if p >= tau:
-                self.m["signals_approved_total"].labels(model=model.id, route=r).inc()
-                approved.append(ApprovedMsg(
+                passed[(model.id, r)] += 1
+                approved.append(ApprovedMsg.model_construct(
                     signal_id=c.signal_id, symbol=c.symbol, side=c.side, ts_ns=c.ts_ns, recv_ns=c.recv_ns,
                     emitted_ns=c.emitted_ns, scored_ns=now, price=c.price, route=r, model_id=model.id,
-                    score=min(1.0, max(0.0, p)), tau_entry=tau, bucket=bucket(self.state.rng_seed, c.signal_id)))
+                    score=min(1.0, max(0.0, p)), tau_entry=tau, bucket=bucket(seed, c.signal_id)))
+        for (model_id, r), n in scored.items():
+            self.m["signals_scored_total"].labels(model=model_id, route=r).inc(n)
+            hist = self.m["scoring_latency_seconds"].labels(model=model_id)
+            for _ in range(n):
+                hist.observe(per_row)
+        for (model_id, r), n in passed.items():
+            self.m["signals_approved_total"].labels(model=model_id, route=r).inc(n)
         shadows: list[ShadowMsg] = []
         if shadow is not None and p_shadow is not None:
             th_sh = shadow_thresholds(shadow, self.cfg)
+            n_ok = 0
             for i, c in enumerate(good):
                 ps = float(p_shadow[i])
                 ok = ps >= th_sh.tau_entry
+                n_ok += ok
                 self.shadow_scores.append(ps)
-                self.m["shadow_signals_evaluated_total"].inc()
-                if ok:
-                    self.m["shadow_signals_approved_total"].inc()
-                shadows.append(ShadowMsg(signal_id=c.signal_id, symbol=c.symbol, ts_ns=c.ts_ns, model_id=shadow.id,
-                                         score=min(1.0, max(0.0, ps)), approved=ok, live_model_id=active.id,
-                                         live_score=min(1.0, max(0.0, float(p_active[i])))))
+                shadows.append(ShadowMsg.model_construct(
+                    signal_id=c.signal_id, symbol=c.symbol, ts_ns=c.ts_ns, model_id=shadow.id,
+                    score=min(1.0, max(0.0, ps)), approved=ok, live_model_id=active.id,
+                    live_score=min(1.0, max(0.0, float(p_active[i])))))
+            self.m["shadow_signals_evaluated_total"].inc(len(good))
+            self.m["shadow_signals_approved_total"].inc(n_ok)
         return approved, shadows, dropped
 
     def export_distributions(self) -> None:

@@ -32,7 +32,12 @@ from pathlib import Path
 from tidegate.bus.consumer import DurableConsumer, subscribe
 from tidegate.bus.dedupe import RecentIds
 from tidegate.bus.messages import BookMsg, CandidateMsg, FillMsg, OrderMsg
-from tidegate.execution.venue import load_offline_exchange, reference_mismatches
+from tidegate.execution.venue import (
+    INSTRUMENTS_NAME,
+    load_instruments,
+    load_offline_exchange,
+    reference_mismatches,
+)
 from tidegate.registry import ArtifactError, Registry
 from tidegate.registry.metadata import ModelMetadata
 from tidegate.risk import drift
@@ -141,9 +146,11 @@ async def serve(ctx: ServiceContext) -> None:
     cfg = ctx.cfg
     sup = Supervisor(ctx)
     try:
-        ex = load_offline_exchange(ctx.resolve(cfg.exchange.markets_file))
+        markets = ctx.resolve(cfg.exchange.markets_file)
+        ex = load_offline_exchange(markets)
+        instruments = load_instruments(markets.with_name(INSTRUMENTS_NAME)) or None
         for mm in reference_mismatches(cfg.symbols, ex, maker_fee=cfg.exchange.reference_maker_fee,
-                                       taker_fee=cfg.exchange.reference_taker_fee):
+                                       taker_fee=cfg.exchange.reference_taker_fee, instruments=instruments):
             ctx.metrics["exchange_reference_mismatch_total"].labels(symbol=mm.symbol, field=mm.field).inc()
             ctx.log.warning("exchange reference mismatch: %s %s expected %s, venue has %s", mm.symbol, mm.field,
                             mm.expected, mm.actual)

@@ -1,0 +1,1 @@
+"""`python -m app.executor.main`: the seed's name for `python -m tidegate.services.executor`."""
