@@ -107,7 +107,7 @@ def bench_scoring(tmp: Path, calls: int) -> dict[str, Any]:
     for _ in range(200):
         sess.run(["probabilities"], {name: batch})
     batch_s = (time.perf_counter() - t0) / 200
-    out: dict[str, Any] = {"rows": int(len(x)), "features": len(FEATURE_NAMES), "trees": int(booster.num_trees()),
+    out: dict[str, Any] = {"rows": len(x), "features": len(FEATURE_NAMES), "trees": int(booster.num_trees()),
                            "calls": calls, "max_abs_diff_onnx_vs_native": float(np.max(np.abs(p_onnx - p_native)))}
     for label, samples in (("onnx", onnx_us), ("booster", booster_us), ("predict_proba", proba_us)):
         out[f"{label}_p50_us"] = pct(samples, 50)

@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(REPO / "config" / "app.yml"))
     ap.add_argument("--markets-file", help="override exchange.markets_file")
-    ap.add_argument("--instruments-file", help=f"raw venue instruments (default: {INSTRUMENTS_NAME} beside the markets)")
+    ap.add_argument("--instruments-file",
+                    help=f"raw venue instruments (default: {INSTRUMENTS_NAME} beside the markets)")
     ap.add_argument("--symbol", action="append", help="check these symbols instead of the configured ones")
     ap.add_argument("--json", action="store_true", help="print the mismatches as JSON")
     args = ap.parse_args(argv)

@@ -410,6 +410,8 @@ def test_pipeline_counts_decisions_and_trading_metrics_match_an_independent_reco
                     assert have is not None, (r, metric)
                     assert (math.isnan(want) and math.isnan(have)) or have == pytest.approx(want, rel=1e-9, abs=1e-9), \
                         (r, metric, have, want)
+                have = prom.one("risk", "rolling_precision", route=r)
+                assert have is not None and (math.isnan(have) or have == pytest.approx(values["winrate_rolling"]))
             canary = expected["canary"]
             assert prom.one("risk", "winrate_canary") == pytest.approx(canary["winrate_rolling"], rel=1e-9)
             assert prom.one("risk", "sample_canary") == canary["trades_closed_total"]

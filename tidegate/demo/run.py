@@ -160,7 +160,7 @@ async def _drive(driver: LocalDriver, stack: Stack, opts: DemoOptions, t: Timing
                 in_canary = st.stage == "canary" and st.stageStartedAt is not None
                 if opts.inject and injected_at is None and in_canary:
                     since = (dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(st.stageStartedAt)).total_seconds()
-                    if since >= t.inject_after:
+                    if since >= (0.0 if opts.inject in ("winrate", "parity") else t.inject_after):
                         injected_at = time.monotonic()
                         _inject(opts.inject, stack, view)
                 if opts.inject == "prometheus-outage" and injected_at is not None \

@@ -115,6 +115,8 @@ class Supervisor:
             for name in ("winrate_rolling", "fill_rate_rolling", "cancel_to_fill_ratio",
                          *(f"avg_markout_{h}ms" for h in HORIZONS_MS)):
                 m[name].labels(route=route).set(snap[name])
+            # precision of executed approvals = win rate of their trades (docs/trading-metrics.md)
+            m["rolling_precision"].labels(route=route).set(snap["winrate_rolling"])
             _set_counter(m["trades_closed_total"].labels(route=route), totals.trades)
             _set_counter(m["trades_won_total"].labels(route=route), totals.wins)
             _set_counter(m["orders_accepted_total"].labels(route=route), totals.accepted)

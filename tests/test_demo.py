@@ -1,0 +1,59 @@
+"""The main job, shortened: `tidegate demo --quick` must keep working end to end.
+
+Real nats-server, Prometheus, the five services as subprocesses, real models; the
+test checks the outcome the demo reports and what the release left behind.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import need_binary
+from rich.console import Console
+
+from tidegate.demo.run import DemoOptions, run_demo
+from tidegate.release.local import ReleaseStore, list_releases
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(autouse=True)
+def _servers() -> None:
+    need_binary("nats-server")
+    need_binary("prometheus")
+
+
+def _run(tmp_path: Path, inject: str | None):  # type: ignore[no-untyped-def]
+    console = Console(record=True, width=140, force_terminal=False)
+    result = run_demo(DemoOptions(inject=inject, workdir=tmp_path, quick=True), console=console)
+    return result, console.export_text()
+
+
+def _status(result):  # type: ignore[no-untyped-def]
+    state = result.workdir / "releases"
+    [name] = list_releases(state)
+    return ReleaseStore(state, name).load_status()
+
+
+def test_demo_promotes_a_healthy_candidate(tmp_path: Path) -> None:
+    result, out = _run(tmp_path, None)
+    assert result.phase == "Promoted" and result.expected, out[-3000:]
+    st = _status(result)
+    assert [d.reason.split(" ")[1] for d in st.decisions if d.action in ("advance", "promote")] == \
+        ["shadow", "canary", "ramp-75", "full"]
+    assert result.report is not None and result.report.is_file()
+    assert "entered full" in out and "release report:" in out
+    manifest = json.loads((result.workdir / "registry" / "manifest.json").read_text())
+    assert manifest["releases"][-1]["outcome"] == "Promoted"
+
+
+def test_demo_parity_injection_rolls_back_with_the_reason_on_screen(tmp_path: Path) -> None:
+    result, out = _run(tmp_path, "parity")
+    assert result.phase == "RolledBack" and "parity" in result.reason and result.expected, out[-3000:]
+    st = _status(result)
+    assert st.rollbackReason == "parity"
+    assert "rollback (parity)" in out and "inject parity" in out
+    active = (result.workdir / "registry" / "active").readlink().name
+    assert active.startswith("base-")      # the previous model serves again
