@@ -92,6 +92,28 @@ def demo(inject: str | None, workdir: Path, speed: float | None, quick: bool) ->
         sys.exit(130)
     sys.exit(0 if result.expected else 1)
 
+@main.group()
+def operator() -> None:
+    """The Kubernetes operator: CRD generation (run it with `kopf run -m tidegate.operator.main`)."""
+
+
+@operator.command("crd")
+@click.option("--check", "check_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="compare with this file instead of printing; exit 1 when it differs")
+def operator_crd(check_path: Path | None) -> None:
+    """Print the ModelRelease CRD generated from the release spec model."""
+    from tidegate.operator.crd import render_crd
+
+    text = render_crd()
+    if check_path is None:
+        click.echo(text, nl=False)
+        return
+    if check_path.read_text() != text:
+        click.echo(f"{check_path} differs from the spec model; regenerate: tidegate operator crd > {check_path}",
+                   err=True)
+        sys.exit(1)
+    click.echo(f"{check_path}: up to date")
+
 
 if __name__ == "__main__":
     main()
