@@ -80,7 +80,10 @@ def slots(prometheus):  # type: ignore[no-untyped-def]
         return claimed[-1]
 
     yield claim
-    for port in claimed:
+    for port in claimed:  # let Prometheus mark our series stale before the slot serves another test
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not prometheus.query(f'up{{instance="127.0.0.1:{port}"}} == 0'):
+            time.sleep(0.1)
         prometheus.release_slot(port)
 
 

@@ -126,7 +126,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         finally:
             server.shutdown()
         expectation = EXPECT[opts.inject]
-        ok = phase == expectation.phase and expectation.reason in (reason or "")
+        ok = expectation.met(phase, reason or "")
         report = None
         with contextlib.suppress(Exception):
             from tidegate.report import write_report
@@ -201,10 +201,15 @@ def _wait_for_settled_features(stack: Stack, console: Console, *, timeout: float
 
 def _inject(kind: str, stack: Stack, view: ProgressView) -> None:
     if kind == "drift":
+        # The feed is re-pointed at another market and the market-data consumers restart on it
+        # (their books would otherwise mix two venues' levels). The risk service's feature window
+        # now holds only the new market, and the drift gates compare it with the training bins.
         stack.config_overrides.setdefault("collector", {})["capture_file"] = "binance_cm_btcusd_perp_20240808.gz"
         stack.write_config()
-        stack.start_service("collector")
-        view.note("inject drift: the collector now replays another market (coin-margined BTCUSD_PERP)")
+        for name in ("collector", "signal_engine", "executor", "risk"):
+            stack.start_service(name)
+        view.note("inject drift: the feed now replays another market (coin-margined BTCUSD_PERP); "
+                  "collector, signal_engine, executor and risk restarted on it")
     elif kind == "prometheus-outage":
         if stack.prometheus is not None:
             stack.prometheus.stop()

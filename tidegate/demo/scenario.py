@@ -47,15 +47,18 @@ QUICK = Timings(shadow=8, canary=20, canary_max=45, ramp=5, interval=1.0, inject
 
 @dataclass(frozen=True)
 class Expectation:
-    phase: str          # Promoted | RolledBack | Held
-    reason: str = ""    # substring of rollbackReason
+    phase: str                      # Promoted | RolledBack | Held
+    reasons: tuple[str, ...] = ()   # one of them must be the rollback reason
+
+    def met(self, phase: str, reason: str) -> bool:
+        return phase == self.phase and (not self.reasons or reason in self.reasons)
 
 
 EXPECT: dict[str | None, Expectation] = {
     None: Expectation("Promoted"),
-    "winrate": Expectation("RolledBack", "winrate"),
-    "drift": Expectation("RolledBack", ""),          # psi or ks, whichever crosses first
-    "parity": Expectation("RolledBack", "parity"),
+    "winrate": Expectation("RolledBack", ("winrate",)),
+    "drift": Expectation("RolledBack", ("psi", "ks")),    # whichever crosses first
+    "parity": Expectation("RolledBack", ("parity",)),
     "prometheus-outage": Expectation("Held"),
 }
 
