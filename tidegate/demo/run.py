@@ -112,7 +112,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
             stack.start_services()
         console.print(f"services up after {time.monotonic() - t0:.0f}s; replaying the market at {speed:g}x")
         assert stack.prometheus is not None
-        _wait_for_settled_features(stack, console, timeout=60 if not opts.quick else 40)
+        _wait_for_settled_features(stack, console, timeout=90)
         doc = release_document(f"demo-{stamp}", cand_id, base_id, stack.prometheus.url, timings)
         release = parse_release(doc)
         driver = LocalDriver(release, state_dir=work / "releases", app=app, registry=registry,

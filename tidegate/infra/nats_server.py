@@ -22,6 +22,7 @@ class NatsServer:
         self.monitor_port = free_port()
         self.store_dir = workdir / "jetstream"
         self._proc: ServerProcess | None = None
+        self._started = False
 
     @property
     def url(self) -> str:
@@ -32,11 +33,21 @@ class NatsServer:
         with urllib.request.urlopen(url, timeout=1) as r:
             return bool(json.loads(r.read()).get("status") == "ok")
 
-    def start(self, timeout: float = 20.0) -> NatsServer:
-        argv = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
-                "-m", str(self.monitor_port), "-sd", str(self.store_dir)]
-        self._proc = ServerProcess("nats-server", argv, self.workdir / "nats-server.log").start()
-        self._proc.wait_ready(self._healthy, timeout)
+    def start(self, timeout: float = 20.0, *, attempts: int = 3) -> NatsServer:
+        """Start on the chosen ports; if another process grabbed one meanwhile, pick new ones
+        (only on the first start: a restart must keep its URL for reconnecting clients)."""
+        for attempt in range(attempts):
+            argv = [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port),
+                    "-m", str(self.monitor_port), "-sd", str(self.store_dir)]
+            self._proc = ServerProcess("nats-server", argv, self.workdir / "nats-server.log").start()
+            try:
+                self._proc.wait_ready(self._healthy, timeout)
+                self._started = True
+                return self
+            except RuntimeError:
+                if self._started or attempt == attempts - 1 or "address already in use" not in self._proc.log_tail():
+                    raise
+                self.port, self.monitor_port = free_port(), free_port()
         return self
 
     def stop(self) -> None:

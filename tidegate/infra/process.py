@@ -15,12 +15,23 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+_ISSUED: set[int] = set()
+
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, never one this process handed out before.
+
+    The kernel may offer the same ephemeral port twice in a row once the probe socket is
+    closed; remembering what was issued keeps two servers of one run from racing for it.
+    """
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _ISSUED:
+            _ISSUED.add(port)
+            return port
+    raise RuntimeError("no free TCP port found on 127.0.0.1")
 
 
 class ServerProcess:
