@@ -56,3 +56,21 @@ def test_brier_ece_psi_ks():
     assert drift.psi([0.5, 0.5], [0.9, 0.1]) == pytest.approx(0.4 * math.log(1.8) - 0.4 * math.log(0.2))
     assert drift.ks_binned([0.5, 0.5], [0.9, 0.1]) == pytest.approx(0.4)
     assert math.isnan(drift.psi_against([], edges, [0.5, 0.5]))
+
+
+def test_canary_is_compared_with_the_active_model_over_the_same_window():
+    """Old paper trades (an easy past) must not set the bar for a canary that started later."""
+    from tidegate.risk.book import ClosedTrade, RiskBook
+
+    book = RiskBook()
+    s = 1_000_000_000
+    for i in range(50):                      # the past: the active model wins everything
+        book.closed.append(ClosedTrade("paper", i * s, {1000: 1.0}, True, 0.6))
+    for i in range(50, 70):                  # the canary window: both arms win half the time
+        book.closed.append(ClosedTrade("paper", i * s, {1000: 1.0}, i % 2 == 0, 0.6))
+        book.closed.append(ClosedTrade("canary", i * s, {1000: 1.0}, i % 2 == 0, 0.6))
+    sup = book.supervision()
+    assert sup["winrate_canary"] == 0.5 and sup["sample_canary"] == 20
+    assert sup["winrate_baseline_active"] == 0.5 and sup["sample_baseline_active"] == 20
+    book.closed = type(book.closed)(t for t in book.closed if t.route != "canary")
+    assert book.supervision()["winrate_baseline_active"] == 60 / 70   # no canary: the whole window

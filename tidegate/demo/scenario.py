@@ -42,7 +42,7 @@ class Timings:
 
 
 QUICK = Timings(shadow=8, canary=20, canary_max=45, ramp=5, interval=1.0, inject_after=3.0, hold_observe=8.0,
-                speed=4.0, min_sample=15)
+                speed=3.0, min_sample=25)
 
 
 @dataclass(frozen=True)

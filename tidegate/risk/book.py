@@ -187,6 +187,12 @@ class RiskBook:
     def supervision(self) -> dict[str, float]:
         canary = [t for t in self.closed if t.route == "canary"]
         active = [t for t in self.closed if t.route != "canary"]
+        if canary:
+            # Same-window baseline: compare the canary with the active model's trades over the
+            # same stretch of market, not with history. Otherwise a canary that starts in a hard
+            # minute is judged against an easier past (Kayenta's principle; BRIEF section 9).
+            since = min(t.ts_ns for t in canary)
+            active = [t for t in active if t.ts_ns >= since]
         scores = [t.score for t in self.closed]
         wins = [int(t.won) for t in self.closed]
         hour_ago = self.last_ts_ns - 3600 * 1_000_000_000
