@@ -120,6 +120,11 @@ def kv_state(world: dict[str, Any]):  # type: ignore[no-untyped-def]
     return asyncio.run(read())
 
 
+# A canary that outlasts the test: the release sits in it while the test acts.
+LONG_CANARY = [{"name": "shadow", "weight": 0, "duration": 1},
+               {"name": "canary", "weight": 10, "duration": 600, "maxDuration": 900},
+               {"name": "full", "weight": 100}]
+
 _DURATION_KEYS = {"interval", "staleAfter", "timeout", "parity", "drift", "maxHold", "duration", "maxDuration",
                   "cooldown", "freezeFor"}
 
@@ -178,9 +183,7 @@ def test_winrate_breach_rolls_back_with_a_warning_event(world):  # type: ignore[
 
 def test_operator_restart_mid_stage_resumes_the_same_stage(world):  # type: ignore[no-untyped-def]
     name = unique("restart")
-    stages = [{"name": "shadow", "weight": 0, "duration": 1},
-              {"name": "canary", "weight": 10, "duration": 600, "maxDuration": 900},
-              {"name": "full", "weight": 100}]
+    stages = LONG_CANARY
     with operator(world):
         apply(world, doc_for(world, name, stages=stages))
         before = wait_status(world, name, lambda s: s.get("stage") == "canary", 30)["status"]
@@ -198,9 +201,7 @@ def test_operator_restart_mid_stage_resumes_the_same_stage(world):  # type: igno
 
 def test_spec_change_mid_stage_restarts_the_stage_analysis(world):  # type: ignore[no-untyped-def]
     name = unique("respec")
-    stages = [{"name": "shadow", "weight": 0, "duration": 1},
-              {"name": "canary", "weight": 10, "duration": 600, "maxDuration": 900},
-              {"name": "full", "weight": 100}]
+    stages = LONG_CANARY
     doc = doc_for(world, name, stages=stages)
     with operator(world):
         apply(world, doc)
@@ -217,9 +218,7 @@ def test_spec_change_mid_stage_restarts_the_stage_analysis(world):  # type: igno
 
 def test_deleting_a_release_mid_flight_leaves_routing_safe(world):  # type: ignore[no-untyped-def]
     name = unique("delete")
-    stages = [{"name": "shadow", "weight": 0, "duration": 1},
-              {"name": "canary", "weight": 10, "duration": 600, "maxDuration": 900},
-              {"name": "full", "weight": 100}]
+    stages = LONG_CANARY
     with operator(world):
         apply(world, doc_for(world, name, stages=stages))
         wait_status(world, name, lambda s: s.get("stage") == "canary", 30)
