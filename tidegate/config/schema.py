@@ -103,6 +103,8 @@ class CollectorConfig(ServicePorts):
     start_offset_s: float = Field(0.0, ge=0, description="skip this much of the source's beginning")
     book_levels: int = Field(10, ge=1, le=200, description="levels per side in each book message")
     synthetic_seconds: float = Field(120.0, gt=0, description="length of a synthetic run")
+    synthetic_regime: Literal["normal", "event", "high-vol"] = Field(
+        "normal", description="regime of the synthetic market (when replaying synthetic data)")
     loop: bool = Field(False, description="start again at the end of the source")
 
 

@@ -15,16 +15,19 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tidegate.market.capture import list_captures, read_capture
-from tidegate.market.synthetic import generate_days
+from tidegate.market.synthetic import generate
 from tidegate.pipeline.dump import dump, read_parquet
 from tidegate.pipeline.labeling import LabelParams, label_table
 from tidegate.pipeline.train import TrainParams, train_model
 from tidegate.registry import Registry
 from tidegate.registry.metadata import ModelMetadata
 
+SYNTHETIC_REGIME = "high-vol"
+SYNTHETIC_SECONDS = 600.0
+
 
 def training_table(capture_dir: Path | None, work: Path, *, market: str | None = None,
-                   synthetic_seconds: float = 100.0) -> tuple[pa.Table, str]:
+                   synthetic_seconds: float = SYNTHETIC_SECONDS) -> tuple[pa.Table, str]:
     """Labelled entries from the recordings of ``market`` (file-name prefix), else synthetic days.
 
     Training on the market the collector replays matters: a model trained on spot and
@@ -34,9 +37,13 @@ def training_table(capture_dir: Path | None, work: Path, *, market: str | None =
     files = list_captures(capture_dir) if capture_dir is not None and Path(capture_dir).is_dir() else []
     if market is not None:
         files = [f for f in files if Path(f).name.startswith(market)]
-    frames = [read_capture(p) for p in files] if files else generate_days(seed=7, duration_s=synthetic_seconds,
-                                                                          cycles=4)
-    source = f"capture ({len(files)} recordings)" if files else "synthetic (normal, event, high-vol)"
+    # Without the capture, train on the synthetic regime the collector will replay ("event":
+    # the calm "normal" regime has no winning maker entries to learn from), so the live market
+    # is the training market and only the drift injection changes it.
+    frames = [read_capture(p) for p in files] if files else [
+        generate(regime=SYNTHETIC_REGIME, duration_s=synthetic_seconds)]   # the collector's own stream
+    source = f"capture ({len(files)} recordings)" if files else f"synthetic {SYNTHETIC_REGIME}-regime days " \
+        "(capture absent)"
     with tempfile.TemporaryDirectory(dir=work) as tmp:
         dump(Path(tmp) / "parquet", frames)
         return label_table(read_parquet(Path(tmp) / "parquet"), LabelParams()), source

@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.live import Live
 
 from tidegate.config import load_config
-from tidegate.demo.models import register_pair, swap_reference_model, train_pair, training_table
+from tidegate.demo.models import (
+    SYNTHETIC_REGIME,
+    SYNTHETIC_SECONDS,
+    register_pair,
+    swap_reference_model,
+    train_pair,
+    training_table,
+)
 from tidegate.demo.progress import ProgressView
 from tidegate.demo.scenario import EXPECT, QUICK, Timings, release_document
 from tidegate.demo.stack import REPO, Stack
@@ -79,11 +86,12 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     stack = Stack(work / "stack", {
         "registry": {"root": str(registry.root)},
         "executor": {"warmup_seconds": 3},
-        "collector": {"speed": speed, "source": "auto"},
+        "collector": {"speed": speed, "source": "auto", "synthetic_seconds": SYNTHETIC_SECONDS,
+                      "synthetic_regime": SYNTHETIC_REGIME},
         # PSI over the whole replay so far, not the last minute: a minute of one market is
         # legitimately unlike six (volatility clusters), and the gate would read that as drift.
         "risk": {"publish_interval": 1.0, "window_candidates": 8000},
-        "data": {"parquet_dir": str(work / "parquet")},
+        "data": {"parquet_dir": str(work / "parquet"), "capture_dir": str(Path(capture).resolve())},
     })
     _sigterm_to_interrupt()
     try:
@@ -204,12 +212,14 @@ def _inject(kind: str, stack: Stack, view: ProgressView) -> None:
         # The feed is re-pointed at another market and the market-data consumers restart on it
         # (their books would otherwise mix two venues' levels). The risk service's feature window
         # now holds only the new market, and the drift gates compare it with the training bins.
-        stack.config_overrides.setdefault("collector", {})["capture_file"] = "binance_cm_btcusd_perp_20240808.gz"
+        collector = stack.config_overrides.setdefault("collector", {})
+        collector["capture_file"] = "binance_cm_btcusd_perp_20240808.gz"   # with the capture: another market
+        collector["synthetic_regime"] = "event"                             # without it: another regime
         stack.write_config()
         for name in ("collector", "signal_engine", "executor", "risk"):
             stack.start_service(name)
-        view.note("inject drift: the feed now replays another market (coin-margined BTCUSD_PERP); "
-                  "collector, signal_engine, executor and risk restarted on it")
+        view.note("inject drift: the feed now replays another market (coin-margined BTCUSD_PERP; the high-vol "
+                  "synthetic regime without the capture); collector, signal_engine, executor and risk restarted")
     elif kind == "prometheus-outage":
         if stack.prometheus is not None:
             stack.prometheus.stop()

@@ -42,7 +42,7 @@ class Timings:
 
 
 QUICK = Timings(shadow=8, canary=20, canary_max=45, ramp=5, interval=1.0, inject_after=3.0, hold_observe=8.0,
-                speed=3.0, min_sample=25)
+                speed=3.0, min_sample=10, winrate_delta_pp=35.0)   # a smoke test of the mechanics
 
 
 @dataclass(frozen=True)

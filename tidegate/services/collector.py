@@ -42,9 +42,9 @@ def load_source(ctx: ServiceContext) -> MarketFrame:
         return read_capture(path)
     from tidegate.market.synthetic import generate
 
-    ctx.log.info("replaying synthetic market (%.0f s) at speed %s (capture %s absent)", cfg.synthetic_seconds,
-                 cfg.speed or "max", path)
-    return generate(symbol=ctx.cfg.symbols[0], duration_s=cfg.synthetic_seconds)
+    ctx.log.info("replaying synthetic %s market (%.0f s) at speed %s (capture %s absent)", cfg.synthetic_regime,
+                 cfg.synthetic_seconds, cfg.speed or "max", path)
+    return generate(symbol=ctx.cfg.symbols[0], duration_s=cfg.synthetic_seconds, regime=cfg.synthetic_regime)
 
 
 def select_events(frame: MarketFrame, *, start_offset_s: float, max_events: int | None) -> Iterator[MarketEvent]:
