@@ -57,3 +57,36 @@ def test_demo_parity_injection_rolls_back_with_the_reason_on_screen(tmp_path: Pa
     assert "rollback (parity)" in out and "inject parity" in out
     active = (result.workdir / "registry" / "active").readlink().name
     assert active.startswith("base-")      # the previous model serves again
+
+
+def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    """SIGINT mid-run (twice, as an impatient user would): nothing the demo started survives."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = Path(sys.executable).parent / "tidegate"
+    proc = subprocess.Popen([str(exe), "demo", "--quick", "--workdir", str(tmp_path)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    assert proc.stdout is not None
+    seen = []
+    deadline = time.monotonic() + 240
+    for line in proc.stdout:
+        seen.append(line)
+        if "services up" in line or time.monotonic() > deadline:
+            break
+    assert any("services up" in line for line in seen), "".join(seen)[-2000:]
+
+    def started() -> list[str]:
+        out = subprocess.run(["pgrep", "-af", str(tmp_path)], capture_output=True, text=True).stdout
+        return [line for line in out.splitlines() if "pgrep" not in line]
+
+    assert len(started()) >= 7           # nats-server, prometheus and the five services
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=90)[0]
+    assert proc.returncode == 130, rest[-2000:]
+    assert "every process the demo started has been stopped" in rest
+    assert started() == []

@@ -13,6 +13,7 @@ import contextlib
 import datetime as dt
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -144,7 +145,22 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         _summary(console, phase, reason, ok, report, time.monotonic() - t0, opts.inject)
         return DemoResult(phase, reason, ok, report, work, time.monotonic() - t0)
     finally:
-        stack.stop()
+        with _shielded():
+            stack.stop()
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Let the cleanup finish: a second Ctrl-C or SIGTERM must not orphan the servers."""
+    saved = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):          # not the main thread: nothing to shield
+            saved[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
 
 
 async def _drive(driver: LocalDriver, stack: Stack, opts: DemoOptions, t: Timings,
