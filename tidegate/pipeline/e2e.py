@@ -14,9 +14,6 @@ from tidegate.pipeline.train import TrainParams, train_model
 DEFAULT_TRAIN = TrainParams()
 DEFAULT_LABELS = LabelParams()
 
-DEFAULT_TRAIN = TrainParams()
-DEFAULT_LABELS = LabelParams()
-
 
 def train_end_to_end(output_dir: str | Path, *, capture_dir: str | Path | None = None, seed: int = 7,
                      seconds: float = 100.0, cycles: int = 4, degrade: bool = False, model_id: str | None = None,
