@@ -27,7 +27,7 @@ from tidegate.registry import Registry
 from tidegate.release.decision import Command
 from tidegate.release.effects import ReleaseMetrics
 from tidegate.release.local import LocalDriver
-from tidegate.release.spec import TERMINAL_PHASES, DecisionRecord, ReleaseStatus, SpecError
+from tidegate.release.spec import TERMINAL_PHASES, DecisionRecord, ReleaseStatus, SpecError, effective_limits
 from tidegate.release.transitions import iso
 from tidegate.release.validation import DEFAULT_CHECKS, Check
 
@@ -148,8 +148,6 @@ class ReleaseRunner:
             self.store.save_status(self.driver.status)
             return
         self.driver.release = release
-        from tidegate.release.spec import effective_limits
-
         self.driver.limits = effective_limits(release.spec, self.ctx.app.rollout_guard)
         new = restart_stage_analysis(status, generation, self.driver.clock())
         self.driver.status = new

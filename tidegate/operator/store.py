@@ -107,6 +107,9 @@ class KubeReleaseStore:
         return [(cid, command)]
 
     def read_cooldown(self) -> dict | None:
+        # Only a release about to start consults the cooldown; skip the LIST on every other tick.
+        if self._status is not None and self._status.phase != "Pending":
+            return None
         items = self.api.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL).get("items", [])
         best: dict | None = None
         for item in items:
