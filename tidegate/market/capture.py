@@ -54,7 +54,7 @@ def _parse(lines: list[bytes], schema: pa.Schema, path: Path, kind: str) -> pa.T
     opts = pj.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
     try:
         return pj.read_json(io.BytesIO(b"\n".join(lines)), parse_options=opts,
-                            read_options=pj.ReadOptions(block_size=1 << 24))
+                            read_options=pj.ReadOptions(block_size=1 << 21))
     except pa.ArrowInvalid as exc:
         raise CaptureError(f"{path}: malformed {kind} message: {exc}") from exc
 

@@ -229,6 +229,20 @@ def _to_frame(rng: np.random.Generator, symbol: str, regime: str, seed: int, sta
                        tickers=tickers, regime=regime, info={"seed": seed, "regime": regime})
 
 
+def day_specs(*, seed: int = 7, regimes: tuple[str, ...] = REGIMES, duration_s: float = 120.0,
+              symbol: str = "BTCUSDT", start_ns: int = 1_723_161_600_000_000_000,
+              cycles: int = 1) -> list[dict[str, object]]:
+    """The ``generate`` arguments of each session of ``generate_days`` (so workers can build them in parallel)."""
+    step = int(duration_s * 1e9) + 60_000_000_000
+    specs: list[dict[str, object]] = []
+    for c in range(cycles):
+        for i, r in enumerate(regimes):
+            n = c * len(regimes) + i
+            specs.append({"seed": seed * 1000 + n, "regime": r, "duration_s": duration_s, "symbol": symbol,
+                          "start_ns": start_ns + n * step})
+    return specs
+
+
 def generate_days(*, seed: int = 7, regimes: tuple[str, ...] = REGIMES, duration_s: float = 120.0,
                   symbol: str = "BTCUSDT", start_ns: int = 1_723_161_600_000_000_000,
                   cycles: int = 1) -> list[MarketFrame]:
@@ -237,11 +251,5 @@ def generate_days(*, seed: int = 7, regimes: tuple[str, ...] = REGIMES, duration
     Interleaving matters for training: a time-ordered split then sees every regime
     in every slice instead of testing on a regime it never trained on.
     """
-    frames = []
-    step = int(duration_s * 1e9) + 60_000_000_000
-    for c in range(cycles):
-        for i, r in enumerate(regimes):
-            n = c * len(regimes) + i
-            frames.append(generate(seed=seed * 1000 + n, regime=r, duration_s=duration_s, symbol=symbol,
-                                   start_ns=start_ns + n * step))
-    return frames
+    return [generate(**spec) for spec in day_specs(seed=seed, regimes=regimes, duration_s=duration_s,  # type: ignore[arg-type]
+                                                   symbol=symbol, start_ns=start_ns, cycles=cycles)]

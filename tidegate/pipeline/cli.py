@@ -35,27 +35,20 @@ def data() -> None:
 @click.option("--seconds", default=300.0, show_default=True, help="synthetic: seconds per session")
 @click.option("--cycles", default=2, show_default=True, help="synthetic: cycles through the three regimes")
 @click.option("--seed", default=7, show_default=True)
+@click.option("--workers", type=int, default=None, help="worker processes (default: one per usable core)")
 def dump_cmd(config_path: Path, capture_dir: Path | None, out_dir: Path | None, synthetic: bool, seconds: float,
-             cycles: int, seed: int) -> None:
+             cycles: int, seed: int, workers: int | None) -> None:
     """Capture (or synthetic) -> hive-partitioned parquet + feature-schema sidecar."""
-    from tidegate.market.synthetic import REGIMES, generate_days
-    from tidegate.pipeline.dump import dump, load_frames
+    from tidegate.pipeline.dump import dump, frame_sources
 
     cfg = _config(config_path)
     cap = capture_dir or Path(cfg.data.capture_dir)
     out = out_dir or Path(cfg.data.parquet_dir)
-    t0 = time.perf_counter()
-    if synthetic or not cap.is_dir():
-        if not synthetic:
-            click.echo(f"capture directory {cap} not found: using the synthetic generator", err=True)
-        frames = generate_days(seed=seed, regimes=REGIMES, duration_s=seconds, cycles=cycles)
-    else:
-        frames = load_frames(cap)
-    t1 = time.perf_counter()
-    report = dump(out, frames)
-    total = time.perf_counter() - t0
-    click.echo(json.dumps({**report.as_dict(), "seconds_read": t1 - t0, "seconds_total": total,
-                           "events_per_s": report.events / total}, indent=2))
+    if not synthetic and not cap.is_dir():
+        click.echo(f"capture directory {cap} not found: using the synthetic generator", err=True)
+    sources = frame_sources(cap, synthetic=synthetic, seed=seed, synthetic_seconds=seconds, cycles=cycles)
+    report = dump(out, sources, workers=workers)
+    click.echo(json.dumps(report.as_dict(), indent=2))
 
 
 @data.command("label")
