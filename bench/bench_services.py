@@ -176,6 +176,11 @@ async def put_state(url: str, bucket: str, **state: Any) -> None:
     await nc.close()
 
 
+def shadow_signal_ids(data: bytes) -> list[str]:
+    """The candidates a ``sig.shadow`` record covers."""
+    return [json.loads(data)["signal_id"]]
+
+
 def bench_tick_to_scored(nats_url: str, registry: Path, work: Path, messages: list[Any], rate: float,
                          seconds: float) -> dict[str, Any]:
     """Book ticks at ``rate``/s into the real signal_engine → ai_scorer; tick → scored candidate latency."""
@@ -201,14 +206,26 @@ def bench_tick_to_scored(nats_url: str, registry: Path, work: Path, messages: li
         nc = await nats.connect(nats_url)
         sent: dict[int, int] = {}
         latency_ms: list[float] = []
+        candidate_ms: list[float] = []   # tick → its buy candidate on the bus (the signal_engine's share)
+
+        def tick_of(signal_id: str) -> int | None:
+            _symbol, recv_ns, side = signal_id.rsplit("-", 2)
+            return sent.get(int(recv_ns)) if side == "b" else None
+
+        async def on_candidate(msg: Any) -> None:
+            t = tick_of(json.loads(msg.data)["signal_id"])
+            if t is not None:
+                candidate_ms.append((time.perf_counter_ns() - t) / 1e6)
 
         async def on_scored(msg: Any) -> None:
-            recv_ns = int(json.loads(msg.data)["signal_id"].split("-")[1])
-            t = sent.get(recv_ns)
-            if t is not None and json.loads(msg.data)["signal_id"].endswith("-b"):
-                latency_ms.append((time.perf_counter_ns() - t) / 1e6)
+            now = time.perf_counter_ns()
+            for signal_id in shadow_signal_ids(msg.data):
+                t = tick_of(signal_id)
+                if t is not None:
+                    latency_ms.append((now - t) / 1e6)
 
         await nc.subscribe(subjects.shadow(">"), cb=on_scored)
+        await nc.subscribe(subjects.candidates(">"), cb=on_candidate)
         t0 = time.perf_counter()
         warm = min(500, len(books) // 4)
         for i in range(n + warm):
@@ -227,7 +244,9 @@ def bench_tick_to_scored(nats_url: str, registry: Path, work: Path, messages: li
         await nc.close()
         return {"rate_ticks_per_s": rate, "achieved_ticks_per_s": achieved, "ticks": n,
                 "scored": len(latency_ms), "p50_ms": pct(latency_ms, 50), "p90_ms": pct(latency_ms, 90),
-                "p99_ms": pct(latency_ms, 99), "max_ms": float(max(latency_ms))}
+                "p99_ms": pct(latency_ms, 99), "max_ms": float(max(latency_ms)),
+                "stages": {"tick_to_candidate": {"p50_ms": pct(candidate_ms, 50), "p90_ms": pct(candidate_ms, 90),
+                                                 "p99_ms": pct(candidate_ms, 99)}}}
 
     try:
         return asyncio.run(run())
@@ -387,6 +406,9 @@ def bench_executor_rss(nats_url: str, registry: Path, work: Path, speed: float) 
         svc.stop_all()
 
 
+PARTS = ("scoring", "simulator", "tick", "throughput", "rss")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(REPO / "bench" / "results" / "services.json"))
@@ -396,41 +418,55 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=60000, help="candidates for the throughput run")
     ap.add_argument("--rss-speed", type=float, default=20.0, help="replay speed of the RSS run")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test of the script)")
+    ap.add_argument("--only", action="append", choices=PARTS, default=None,
+                    help="run only these parts (repeatable); their figures replace the same keys of the "
+                         "existing --out document, every other figure is kept as it was")
     args = ap.parse_args()
     if args.quick:
         args.calls, args.seconds, args.candidates, args.rss_speed = 2000, 3.0, 3000, 0.0
+    parts = set(args.only or PARTS)
     from tidegate.infra.nats_server import NatsServer
 
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                          "platform": platform.platform()}}
+    out = Path(args.out)
+    result: dict[str, Any] = json.loads(out.read_text()) if args.only and out.is_file() else {}
+    result["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                         "platform": platform.platform()}
     with tempfile.TemporaryDirectory() as tmp_:
         tmp = Path(tmp_)
-        print("scoring latency ...", flush=True)
-        result["scoring"] = bench_scoring(tmp, args.calls)
-        source, messages = market_messages(20000 if args.quick else None)
-        result["source"] = source
-        print(f"simulator on {len(messages)} {source} events ...", flush=True)
-        result.update(bench_simulator(messages, 1 if args.quick else 3))
-        (tmp / "nats").mkdir()
-        server = NatsServer(tmp / "nats").start()
-        try:
-            registry = tmp / "registry"
-            register_model(registry, tmp)
-            print("tick -> scored latency ...", flush=True)
-            result["tick_to_scored"] = bench_tick_to_scored(server.url, registry, tmp, messages, args.rate,
-                                                            args.seconds)
-            print("scorer throughput ...", flush=True)
-            result["scorer_throughput"] = bench_scorer_throughput(server.url, registry, tmp, args.candidates, False)
-            result["scorer_throughput_with_shadow"] = bench_scorer_throughput(server.url, registry, tmp,
-                                                                              args.candidates, True)
-            print("executor RSS over the full replay ...", flush=True)
-            result["executor_rss"] = bench_executor_rss(server.url, registry, tmp, args.rss_speed)
-        finally:
-            server.stop()
-    out = Path(args.out)
+        if "scoring" in parts:
+            print("scoring latency ...", flush=True)
+            result["scoring"] = bench_scoring(tmp, args.calls)
+        messages: list[Any] = []
+        if parts & {"simulator", "tick"}:
+            source, messages = market_messages(20000 if args.quick else None)
+            result["source"] = source
+        if "simulator" in parts:
+            print(f"simulator on {len(messages)} {result['source']} events ...", flush=True)
+            result.update(bench_simulator(messages, 1 if args.quick else 3))
+        if parts & {"tick", "throughput", "rss"}:
+            (tmp / "nats").mkdir()
+            server = NatsServer(tmp / "nats").start()
+            try:
+                registry = tmp / "registry"
+                register_model(registry, tmp)
+                if "tick" in parts:
+                    print("tick -> scored latency ...", flush=True)
+                    result["tick_to_scored"] = bench_tick_to_scored(server.url, registry, tmp, messages, args.rate,
+                                                                    args.seconds)
+                if "throughput" in parts:
+                    print("scorer throughput ...", flush=True)
+                    result["scorer_throughput"] = bench_scorer_throughput(server.url, registry, tmp,
+                                                                          args.candidates, False)
+                    result["scorer_throughput_with_shadow"] = bench_scorer_throughput(server.url, registry, tmp,
+                                                                                      args.candidates, True)
+                if "rss" in parts:
+                    print("executor RSS over the full replay ...", flush=True)
+                    result["executor_rss"] = bench_executor_rss(server.url, registry, tmp, args.rss_speed)
+            finally:
+                server.stop()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
+    print(json.dumps({k: v for k, v in result.items() if k != "machine"}, indent=2))
 
 
 if __name__ == "__main__":
