@@ -69,6 +69,12 @@ def test_rendered_manifests_have_every_service_and_least_privilege(helm, values)
         assert executor_env["BYBIT_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "tidegate-exchange-keys"
     else:
         assert "BYBIT_API_KEY" not in executor_env
+    operator = deployments["rel-tidegate-operator"]["spec"]["template"]["spec"]["containers"][0]
+    operator_env = {e["name"]: e for e in operator["env"]}
+    # replicas peer under one name; each is identified by its pod name (kopf identity, Event reportingInstance)
+    assert any(a.startswith("--peering=") for a in operator["args"])
+    assert operator_env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert int(operator_env["TIDEGATE_PEERING_LIFETIME"]["value"]) >= 2
     cm = next(o for o in objs if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "rel-tidegate-config")
     app = yaml.safe_load(cm["data"]["app.yml"])
     from tidegate.config.loader import parse_config

@@ -266,3 +266,109 @@ def test_kubectl_plugin_pauses_resumes_and_promotes(world):  # type: ignore[no-u
     history = plugin(world, "history", name).stdout
     assert "pause" in history and "resume" in history and "looks good" in history
     assert plugin(world, "status", "does-not-exist").returncode != 0
+
+
+def test_peering_settings_give_replicas_distinct_priorities() -> None:
+    from tidegate.operator.handlers import peering_settings
+
+    drawn = {peering_settings({}, 0, 60)[0] for _ in range(20)}
+    assert len(drawn) > 1 and all(p > 0 for p in drawn)      # never the shared default 0 that freezes both
+    assert peering_settings({}, 50, 60) == (50, 60)            # an explicit --priority is kept
+    assert peering_settings({"TIDEGATE_OPERATOR_PRIORITY": "7", "TIDEGATE_PEERING_LIFETIME": "9"}, 50, 60) == (7, 9)
+    with pytest.raises(ValueError, match="TIDEGATE_PEERING_LIFETIME"):
+        peering_settings({"TIDEGATE_PEERING_LIFETIME": "1"}, 0, 60)
+
+
+def test_two_replicas_one_acts_and_the_standby_takes_over(world):  # type: ignore[no-untyped-def]
+    """Two `kopf run` processes peer: only the higher priority drives; after it is killed the other finishes."""
+    import os
+    import signal
+    import sys
+
+    from kubernetes import client
+
+    env = world["env"]
+    res = subprocess.run([str(world["kubectl"]), "apply", "--server-side", "-f",
+                          str(REPO / "charts" / "tidegate" / "crds" / "kopf-peering.yaml")],
+                         capture_output=True, text=True, env=env, check=False)
+    assert res.returncode == 0, res.stderr
+    subprocess.run([str(world["kubectl"]), "wait", "--for=condition=Established", "--timeout=60s",
+                    "crd/kopfpeerings.kopf.dev"], capture_output=True, env=env, check=True)
+    ns, peering = world["ns"], "tg-peer"
+    api = client.CustomObjectsApi()
+    deadline = time.monotonic() + 30      # a CRD just Established can still answer 429 "storage is initializing"
+    while True:
+        try:
+            api.list_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings")
+            api.list_namespaced_custom_object("tidegate.dev", "v1alpha1", ns, "modelreleases")
+            break
+        except client.ApiException:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    api.create_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings",
+                                        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                                         "metadata": {"name": peering}})
+    app = world["app"].model_dump(mode="json")
+    app["registry"] = {**app["registry"], "root": str(world["registry"].root)}
+    cfg = world["tmp"] / "app.yml"
+    cfg.write_text(yaml.safe_dump(app))
+    kopf_bin = Path(sys.executable).parent / "kopf"
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for pod, priority in (("op-a", 100), ("op-b", 200)):
+            logs[pod] = world["tmp"] / f"{pod}.log"
+            procs[pod] = subprocess.Popen(
+                [str(kopf_bin), "run", f"--peering={peering}", "-n", ns, "-m", "tidegate.operator.main"],
+                env={**os.environ, **env, "PATH": f"{kopf_bin.parent}:/usr/bin:/bin", "POD_ID": pod,
+                     "TIDEGATE_OPERATOR_PRIORITY": str(priority), "TIDEGATE_PEERING_LIFETIME": "6",
+                     "TIDEGATE_CONFIG": str(cfg), "TIDEGATE_REPO_ROOT": str(world["tmp"])},
+                stdout=logs[pod].open("wb"), stderr=subprocess.STDOUT, cwd=world["tmp"])
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status = api.get_namespaced_custom_object("kopf.dev", "v1", ns, "kopfpeerings", peering).get("status")
+            # op-a starts paused (as every kopf operator does until it has read the peering); if it
+            # resumed before op-b appeared, it must have paused again since
+            a_log = logs["op-a"].read_text()
+            if status and {"op-a", "op-b"} <= set(status) and \
+                    a_log.rfind("Pausing operations") >= a_log.rfind("Resuming operations"):
+                break
+            assert all(p.poll() is None for p in procs.values()), logs["op-a"].read_text()[-2000:]
+            time.sleep(0.2)
+        else:
+            raise AssertionError(f"peers never met: {logs['op-a'].read_text()[-2000:]}")
+        assert status["op-b"]["priority"] == 200 and status["op-a"]["priority"] == 100
+
+        name = unique("peer")
+        stages = [{"name": "shadow", "weight": 0, "duration": 1},
+                  {"name": "canary", "weight": 10, "duration": 10, "maxDuration": 120},
+                  {"name": "full", "weight": 100}]
+        apply(world, doc_for(world, name, stages=stages))
+        wait_status(world, name, lambda s: s.get("stage") == "canary", 60)
+        before = events(world, name)
+        assert before and {e.reporting_instance for e in before} == {"op-b"}   # the standby did nothing
+
+        procs["op-b"].send_signal(signal.SIGKILL)       # no goodbye: its peering record must expire
+        procs["op-b"].wait(10)
+        obj = wait_status(world, name, lambda s: s.get("phase") in ("Promoted", "RolledBack", "Failed"), 90)
+        st = obj["status"]
+        assert st["phase"] == "Promoted", st
+        entered = [d["reason"].split(" ")[1] for d in st["decisions"] if d["action"] in ("advance", "promote")]
+        assert entered == ["shadow", "canary", "full"]            # each stage entered once, across the failover
+        deadline = time.monotonic() + 15      # the Event follows the status patch
+        while not (promote := [e for e in events(world, name) if e.reason == "Promote"]) \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert len(promote) == 1 and promote[0].reporting_instance == "op-a", \
+            [(e.reason, e.reporting_instance) for e in events(world, name)]
+        assert kv_state(world).mode == "full" and world["registry"].slot("active") == "cand-1"
+        assert "Resuming operations" in logs["op-a"].read_text()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(20)
+                except subprocess.TimeoutExpired:
+                    p.kill()

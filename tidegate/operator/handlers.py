@@ -6,7 +6,8 @@ tests call :func:`register` with their own registry and context.
 - daemon: runs :class:`ReleaseRunner` in a thread (kopf sync daemon) for as long as
   the resource exists; kopf restarts it after an operator restart, and the runner
   resumes from ``.status`` at the same stage. Peering (``--peering``) makes only one
-  operator replica run daemons at a time.
+  operator replica run daemons at a time: the one with the highest priority
+  (:func:`peering_settings`); a standby takes over when the active one's record expires.
 - delete: a release deleted mid-flight is aborted first -- previous model active,
   rollout mode disabled, MODE_SWITCH emitted -- then the finalizer is released.
 """
@@ -16,7 +17,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable
+import secrets
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,29 @@ def context_from_env() -> OperatorContext:
                            repo_root=Path(os.environ.get("TIDEGATE_REPO_ROOT", ".")))
 
 
+def peering_settings(env: Mapping[str, str], priority: int, lifetime: int) -> tuple[int, int]:
+    """(priority, lifetime) of this replica's peering record.
+
+    kopf pauses *every* operator that sees a live peer of the same priority, so
+    replicas of one Deployment, all at the default 0, would freeze each other and
+    serve nothing. Unless ``TIDEGATE_OPERATOR_PRIORITY`` or ``--priority`` says
+    otherwise, each replica therefore draws a random priority: the highest one
+    acts, the others stand by and take over once its record is ``lifetime``
+    seconds stale (``TIDEGATE_PEERING_LIFETIME``; kopf's default 60).
+    """
+    raw = env.get("TIDEGATE_OPERATOR_PRIORITY")
+    if raw:
+        priority = int(raw)
+    elif priority == 0:
+        priority = secrets.randbelow(1_000_000) + 1
+    raw_life = env.get("TIDEGATE_PEERING_LIFETIME")
+    if raw_life:
+        lifetime = int(raw_life)
+        if lifetime < 2:
+            raise ValueError(f"TIDEGATE_PEERING_LIFETIME must be >= 2 seconds, got {lifetime}")
+    return priority, lifetime
+
+
 def register(registry: kopf.OperatorRegistry, context: Callable[[], OperatorContext]) -> None:
     state: dict[str, Any] = {}
 
@@ -55,6 +80,9 @@ def register(registry: kopf.OperatorRegistry, context: Callable[[], OperatorCont
     @kopf.on.startup(registry=registry)
     def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.posting.level = logging.WARNING       # decisions are posted as our own Events
+        settings.peering.priority, settings.peering.lifetime = peering_settings(
+            os.environ, settings.peering.priority, settings.peering.lifetime)
+        log.info("peering: priority %d, lifetime %ds", settings.peering.priority, settings.peering.lifetime)
         settings.persistence.finalizer = "tidegate.dev/finalizer"
         settings.watching.server_timeout = 60
         port = os.environ.get("METRICS_PORT")

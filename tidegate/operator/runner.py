@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
+import socket
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,12 @@ class OperatorContext:
     poll: float = 0.5                      # how often a sleeping loop looks for commands/spec changes
     api_factory: Callable[[], client.CustomObjectsApi] = client.CustomObjectsApi
     events_factory: Callable[[], client.CoreV1Api] = client.CoreV1Api
+    instance: str = field(default_factory=lambda: instance_id())  # which replica posted an Event
+
+
+def instance_id() -> str:
+    """This replica's name: the pod name (POD_ID, also kopf's peering identity), else host and pid."""
+    return os.environ.get("POD_ID") or f"{socket.gethostname()}-{os.getpid()}"
 
 
 def restart_stage_analysis(status: ReleaseStatus, generation: int | None, now: dt.datetime) -> ReleaseStatus:
@@ -122,7 +130,8 @@ class ReleaseRunner:
             "message": event_message(d),
             "type": "Warning" if d.action in WARNING_ACTIONS else "Normal",
             "firstTimestamp": now.isoformat(), "lastTimestamp": now.isoformat(), "count": 1,
-            "source": {"component": "tidegate-operator"}, "reportingComponent": "tidegate-operator",
+            "source": {"component": "tidegate-operator", "host": self.ctx.instance},
+            "reportingComponent": "tidegate-operator", "reportingInstance": self.ctx.instance,
         }
         try:
             self.events.create_namespaced_event(self.namespace, event)
