@@ -31,7 +31,7 @@ def test_example_release_validates_against_the_model():
 
 @pytest.fixture(scope="module")
 def crd_env(kube, kubectl):
-    env = {"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"}
+    env = kube.kubectl_env()
     res = subprocess.run([str(kubectl), "apply", "--server-side", "-f", str(CRD_FILE)], capture_output=True,
                          text=True, env=env, check=False)
     assert res.returncode == 0, res.stderr

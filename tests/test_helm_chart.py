@@ -109,7 +109,7 @@ def cluster_with_crds(kube, kubectl):
     if not crd_dir.is_dir():
         msg = f"prometheus-operator CRDs missing at {crd_dir}; provided by `make setup`"
         pytest.fail(msg) if IN_CI else pytest.skip(msg)
-    env = {"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"}
+    env = kube.kubectl_env()
     for path in [*sorted(crd_dir.glob("*.yaml")), *sorted((CHART / "crds").glob("*.yaml"))]:
         res = subprocess.run([str(kubectl), "apply", "--server-side", "-f", str(path)],
                              capture_output=True, text=True, env=env, check=False)

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def crd(kube, kubectl):  # type: ignore[no-untyped-def]
-    env = {"KUBECONFIG": str(kube.kubeconfig), "PATH": "/usr/bin:/bin"}
+    env = kube.kubectl_env()
     for args in (["apply", "--server-side", "-f", str(REPO / "crds" / "modelrelease.yaml")],
                  ["wait", "--for=condition=Established", "--timeout=60s", "crd/modelreleases.tidegate.dev"]):
         res = subprocess.run([str(kubectl), *args], capture_output=True, text=True, env=env, check=False)

@@ -150,6 +150,11 @@ class KubeControlPlane:
             "current-context: tidegate-envtest\n")
         return self.kubeconfig
 
+    def kubectl_env(self) -> dict[str, str]:
+        """A minimal environment for kubectl/helm against this control plane (cache kept out of the cwd)."""
+        return {"KUBECONFIG": str(self.kubeconfig), "PATH": "/usr/bin:/bin",
+                "KUBECACHEDIR": str(self.kubeconfig.parent / "kubectl-cache")}
+
     def stop(self) -> None:
         if self._apiserver:
             self._apiserver.stop()
