@@ -9,8 +9,9 @@ Every figure is measured beside its reference in the same run:
   on the same fitted model and the same rows; p50/p99 in µs and the ratios.
 - ``tick_to_scored``: the real signal_engine and ai_scorer processes on a real
   nats-server; this script publishes book ticks at a fixed rate (500/s) and
-  times each tick until the scored candidate (its ``sig.shadow`` record, one
-  per candidate) reaches a subscriber.
+  times each tick until its scored buy candidate (the ``sig.shadow`` record of
+  the batch it was scored in) reaches a subscriber; with ``--stages``, also
+  the signal_engine's share (tick → the candidate on the bus).
 - ``scorer_throughput``: candidates preloaded into JetStream, then the ai_scorer
   started; candidates/s from its first to its last scored candidate (batches of
   ``ai_scorer.batch_size``), read from its own /metrics.
@@ -177,12 +178,14 @@ async def put_state(url: str, bucket: str, **state: Any) -> None:
 
 
 def shadow_signal_ids(data: bytes) -> list[str]:
-    """The candidates a ``sig.shadow`` record covers."""
-    return [json.loads(data)["signal_id"]]
+    """The candidates a ``sig.shadow`` record covers (v2: every candidate of a scored batch)."""
+    from tidegate.bus.messages import shadow_decisions
+
+    return [d.signal_id for d in shadow_decisions(data)]
 
 
 def bench_tick_to_scored(nats_url: str, registry: Path, work: Path, messages: list[Any], rate: float,
-                         seconds: float) -> dict[str, Any]:
+                         seconds: float, stages: bool = False) -> dict[str, Any]:
     """Book ticks at ``rate``/s into the real signal_engine → ai_scorer; tick → scored candidate latency."""
     import nats
 
@@ -225,7 +228,8 @@ def bench_tick_to_scored(nats_url: str, registry: Path, work: Path, messages: li
                     latency_ms.append((now - t) / 1e6)
 
         await nc.subscribe(subjects.shadow(">"), cb=on_scored)
-        await nc.subscribe(subjects.candidates(">"), cb=on_candidate)
+        if stages:  # one more subscriber on the machine: only when the split is asked for
+            await nc.subscribe(subjects.candidates(">"), cb=on_candidate)
         t0 = time.perf_counter()
         warm = min(500, len(books) // 4)
         for i in range(n + warm):
@@ -245,8 +249,9 @@ def bench_tick_to_scored(nats_url: str, registry: Path, work: Path, messages: li
         return {"rate_ticks_per_s": rate, "achieved_ticks_per_s": achieved, "ticks": n,
                 "scored": len(latency_ms), "p50_ms": pct(latency_ms, 50), "p90_ms": pct(latency_ms, 90),
                 "p99_ms": pct(latency_ms, 99), "max_ms": float(max(latency_ms)),
-                "stages": {"tick_to_candidate": {"p50_ms": pct(candidate_ms, 50), "p90_ms": pct(candidate_ms, 90),
-                                                 "p99_ms": pct(candidate_ms, 99)}}}
+                **({"stages": {"tick_to_candidate": {
+                    "p50_ms": pct(candidate_ms, 50), "p90_ms": pct(candidate_ms, 90),
+                    "p99_ms": pct(candidate_ms, 99)}}} if stages else {})}
 
     try:
         return asyncio.run(run())
@@ -418,6 +423,8 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=60000, help="candidates for the throughput run")
     ap.add_argument("--rss-speed", type=float, default=20.0, help="replay speed of the RSS run")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke test of the script)")
+    ap.add_argument("--stages", action="store_true",
+                    help="also time tick → candidate on the bus (the signal_engine's share; one more subscriber)")
     ap.add_argument("--only", action="append", choices=PARTS, default=None,
                     help="run only these parts (repeatable); their figures replace the same keys of the "
                          "existing --out document, every other figure is kept as it was")
@@ -452,7 +459,7 @@ def main() -> None:
                 if "tick" in parts:
                     print("tick -> scored latency ...", flush=True)
                     result["tick_to_scored"] = bench_tick_to_scored(server.url, registry, tmp, messages, args.rate,
-                                                                    args.seconds)
+                                                                    args.seconds, args.stages)
                 if "throughput" in parts:
                     print("scorer throughput ...", flush=True)
                     result["scorer_throughput"] = bench_scorer_throughput(server.url, registry, tmp,

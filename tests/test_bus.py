@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 from prometheus_client import CollectorRegistry
 
 from tidegate import metrics as catalogue
 from tidegate.bus.connection import Bus
 from tidegate.bus.consumer import DurableConsumer, MessageCounters, consumer_backlog, subscribe
-from tidegate.bus.messages import CandidateMsg, MalformedMessage, TradeMsg, decode
+from tidegate.bus.messages import (
+    CandidateMsg,
+    MalformedMessage,
+    ShadowBatchMsg,
+    ShadowMsg,
+    TradeMsg,
+    decode,
+    shadow_decisions,
+)
 from tidegate.bus.subjects import Subjects
 
 
@@ -121,3 +133,118 @@ def test_durable_consumer_loses_nothing_across_a_nats_restart(nats_server):
     assert set(seen) == {f"s{i}" for i in range(500)}          # nothing lost
     assert backlog == 0                                          # every message acked (redelivered ones too)
     assert reg.get_sample_value("bad_message_total", {"service": "test", "subject": ns.candidates("BTCUSDT")}) == 1
+
+
+def test_shadow_batch_record_expands_to_per_candidate_decisions_and_v1_still_decodes():
+    batch = ShadowBatchMsg(symbol="BTCUSDT", model_id="m-b", live_model_id="m-a", tau_entry=0.6,
+                           signal_ids=["s1", "s2"], ts_ns=[1, 2], scores=[0.7, 0.2], approved=[True, False],
+                           live_scores=[0.5, 0.4])
+    got = shadow_decisions(batch.to_bytes())
+    assert [(d.signal_id, d.ts_ns, d.score, d.approved, d.live_score) for d in got] == \
+        [("s1", 1, 0.7, True, 0.5), ("s2", 2, 0.2, False, 0.4)]
+    assert {(d.model_id, d.live_model_id, d.symbol) for d in got} == {("m-b", "m-a", "BTCUSDT")}
+    v1 = ShadowMsg(signal_id="s0", symbol="BTCUSDT", ts_ns=0, model_id="m-b", score=0.1, approved=False,
+                   live_model_id="m-a", live_score=0.3)
+    assert shadow_decisions(v1.to_bytes()) == [v1]
+    ragged = batch.model_dump() | {"scores": [0.7]}
+    with pytest.raises(MalformedMessage, match="scores has 1 entries, signal_ids has 2"):
+        shadow_decisions(json.dumps(ragged).encode())
+    with pytest.raises(MalformedMessage, match=r"ShadowBatchMsg\.scores\.1"):
+        shadow_decisions(json.dumps(batch.model_dump() | {"scores": [0.7, 1.5]}).encode())
+
+
+def test_durable_publish_refused_by_the_server_is_sent_again_until_a_stream_stores_it(nats_server):
+    ns = Subjects(f"p{uuid.uuid4().hex[:8]}")
+    subject = f"{ns.namespace}.nostream.x"      # no stream captures it yet: the server answers 503
+
+    async def scenario() -> tuple[int, int, int, int]:
+        bus = await Bus.open(nats_server.url, service="test", subjects=ns)
+        await bus.publish_durable(subject, b"payload", msg_id="m1")
+        await asyncio.sleep(0.8)
+        waiting, resent = bus.unconfirmed, bus.republished
+        await bus.js.add_stream(name=f"{ns.namespace}_LATE", subjects=[subject])
+        await bus.flush(timeout=10)
+        stored = (await bus.js.stream_info(f"{ns.namespace}_LATE")).state.messages
+        await bus.js.delete_stream(f"{ns.namespace}_LATE")
+        left = bus.unconfirmed
+        await bus.close()
+        return waiting, resent, stored, left
+
+    waiting, resent, stored, left = asyncio.run(scenario())
+    assert waiting == 1 and resent >= 1     # not lost while refused: kept and sent again
+    assert stored == 1 and left == 0        # stored exactly once (same Nats-Msg-Id), then confirmed
+
+
+def run_consumer(url: str, ns: Subjects, c: MessageCounters, handler: Any, n: int, *, durable: str = "ai_scorer",
+                 explicit: bool = False) -> tuple[int, AckPolicy]:
+    """Publish ``n`` candidates and a malformed one through a DurableConsumer; (backlog at the end, ack policy)."""
+
+    async def scenario() -> tuple[int, AckPolicy]:
+        bus = await Bus.open(url, service="test", subjects=ns)
+        if explicit:  # a durable left by an older deployment: per-message acks
+            await bus.js.add_consumer(ns.stream("SIGNALS"), config=ConsumerConfig(
+                durable_name=durable, ack_policy=AckPolicy.EXPLICIT, filter_subject=ns.candidates("*"),
+                deliver_policy=DeliverPolicy.NEW))
+        stop = asyncio.Event()
+        consumer = DurableConsumer(bus, stream=ns.stream("SIGNALS"), durable=durable, subject=ns.candidates("*"),
+                                   schema=CandidateMsg, handler=handler, counters=c, batch=16, ack_wait=2.0)
+        task = asyncio.create_task(consumer.run(stop))
+        for _ in range(100):  # it delivers new messages only: publish once it exists
+            try:
+                await bus.js.consumer_info(ns.stream("SIGNALS"), durable)
+                break
+            except NotFoundError:
+                await asyncio.sleep(0.05)
+        for i in range(n):
+            await bus.publish_durable(ns.candidates("BTCUSDT"), candidate(i), msg_id=f"s{i}")
+            if i == n // 2:
+                await bus.publish_durable(ns.candidates("BTCUSDT"), b"{broken", msg_id="broken")
+        await bus.flush()
+        backlog = -1
+        for _ in range(100):
+            backlog = await consumer_backlog(bus, ns.stream("SIGNALS"), durable)
+            if backlog == 0:
+                break
+            await asyncio.sleep(0.1)
+        info = await bus.js.consumer_info(ns.stream("SIGNALS"), durable)
+        stop.set()
+        await task
+        await bus.close()
+        return backlog, info.config.ack_policy
+
+    return asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["new durable: ack all", "existing durable: explicit"])
+def test_durable_consumer_acks_every_batch_with_either_ack_policy(nats_server, explicit):
+    c, reg = counters()
+    ns = Subjects(f"a{uuid.uuid4().hex[:8]}")
+    seen: list[str] = []
+
+    async def handler(batch):  # type: ignore[no-untyped-def]
+        seen.extend(m.signal_id for m in batch)
+
+    backlog, policy = run_consumer(nats_server.url, ns, c, handler, 100, explicit=explicit)
+    assert policy == (AckPolicy.EXPLICIT if explicit else AckPolicy.ALL)
+    assert seen == [f"s{i}" for i in range(100)]                 # in order, each once
+    assert backlog == 0                                            # the malformed one acked (or termed) too
+    labels = {"service": "test", "subject": ns.candidates("BTCUSDT")}
+    assert reg.get_sample_value("bad_message_total", labels) == 1
+    assert reg.get_sample_value("messages_processed_total", labels) == 100
+
+
+def test_a_failing_handler_is_retried_in_place_and_nothing_is_skipped(nats_server):
+    c, _ = counters()
+    ns = Subjects(f"f{uuid.uuid4().hex[:8]}")
+    seen: list[str] = []
+    failures = [0]
+
+    async def handler(batch):  # type: ignore[no-untyped-def]
+        if any(m.signal_id == "s30" for m in batch) and failures[0] < 2:
+            failures[0] += 1
+            raise RuntimeError("downstream not ready")
+        seen.extend(m.signal_id for m in batch if m.signal_id not in seen)  # idempotent, as every handler
+
+    backlog, _ = run_consumer(nats_server.url, ns, c, handler, 60)
+    assert failures[0] == 2
+    assert seen == [f"s{i}" for i in range(60)] and backlog == 0

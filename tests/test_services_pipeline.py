@@ -268,7 +268,7 @@ def recompute(fills: list[dict[str, Any]], orders: list[dict[str, Any]],
 # -- the tests ----------------------------------------------------------------------------------------
 def test_pipeline_counts_decisions_and_trading_metrics_match_an_independent_recomputation(
         nats_server, prometheus, slots, trained, tmp_path):  # type: ignore[no-untyped-def]
-    from tidegate.bus.messages import ApprovedMsg, BookMsg, CandidateMsg, FillMsg, OrderMsg, TradeMsg
+    from tidegate.bus.messages import ApprovedMsg, BookMsg, CandidateMsg, FillMsg, OrderMsg, TradeMsg, shadow_decisions
     from tidegate.rollout import RolloutState, route
 
     source = "capture" if (CAPTURE_DIR / CAPTURE_FILE).is_file() else "synthetic"
@@ -357,8 +357,13 @@ def test_pipeline_counts_decisions_and_trading_metrics_match_an_independent_reco
 
         wait_for("Prometheus counts equal to the messages sent", counts_settled)
 
-        # shadow: every candidate scored by the shadow model too, one recorded decision each
-        assert prom.one("ai_scorer", "shadow_signals_evaluated_total") == len(cands) == len(shadow)
+        # shadow: every candidate scored by the shadow model too, one recorded decision each (v2 records
+        # carry a scored batch each), each decision the shadow model's score against its own threshold
+        decisions = [d for _, data in shadow for d in shadow_decisions(data)]
+        assert prom.one("ai_scorer", "shadow_signals_evaluated_total") == len(cands) == len(decisions)
+        assert sorted(d.signal_id for d in decisions) == sorted(c.signal_id for c in cands)
+        assert {d.model_id for d in decisions} == {"m-b"} and {d.live_model_id for d in decisions} == {"m-a"}
+        assert {json.loads(data)["v"] for _, data in shadow} == {2}
         assert prom.get("ai_scorer", "model_active_id") == {(("model_id", "m-a"),): 1.0}
         assert prom.get("ai_scorer", "model_shadow_id") == {(("model_id", "m-b"),): 1.0}
         assert prom.one("ai_scorer", "onnx_parity_fail_total") == 0
@@ -368,6 +373,9 @@ def test_pipeline_counts_decisions_and_trading_metrics_match_an_independent_reco
         rs = RolloutState(**state)
         x = np.asarray([c.features for c in cands], dtype=np.float32)
         p = {m: onnx_scores(trained[m], x) for m in ("m-a", "m-b")}
+        by_id = {d.signal_id: d for d in decisions}
+        np.testing.assert_allclose([by_id[c.signal_id].score for c in cands], np.clip(p["m-b"], 0, 1), atol=1e-6)
+        np.testing.assert_allclose([by_id[c.signal_id].live_score for c in cands], np.clip(p["m-a"], 0, 1), atol=1e-6)
         expect: dict[str, str] = {}
         at_threshold: set[str] = set()  # float32 ties: either decision is right
         for i, c in enumerate(cands):

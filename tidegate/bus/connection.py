@@ -8,11 +8,17 @@ Why it looks like this:
   market data that overflows is dropped, which is fine for ticks.
 - JetStream publishes must not be lost. ``Bus.publish_durable`` sends
   asynchronously (thousands per second), each with a ``Nats-Msg-Id`` header
-  derived from the business id (signal id, client order id, fill id). One
-  confirmation task per bus checks the stream acks in publish order and, on
-  timeout or error (server down, reconnecting), republishes with the *same* id
-  until acked; JetStream's duplicate window drops any copy that had in fact
-  been stored.
+  derived from the business id (signal id, client order id, fill id). The
+  stream's ack comes back on one wildcard inbox per bus, addressed by a
+  per-publish sequence number (``<inbox>.<seq>``), and simply removes the
+  message from the in-flight table: no future, task or timer per message, and
+  no await between consecutive publishes, so the publishes of one batch leave
+  in one socket write (nats-py's ``publish_async`` awaits a semaphore through
+  ``wait_for`` on every call, which costs a loop iteration, hence a write
+  syscall, per message). A sweeper task republishes, with the *same* id, every
+  message whose ack has not come within ``ACK_TIMEOUT_S`` or came back as an
+  error (server down, reconnecting, stream not ready); JetStream's duplicate
+  window drops any copy that had in fact been stored.
 - Streams use file storage so that a restarted server still has them.
 """
 
@@ -21,12 +27,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
 
 import nats
 from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
@@ -39,6 +46,9 @@ log = logging.getLogger("tidegate.bus")
 STREAM_MAX_AGE_S = 6 * 3600.0
 STREAM_MAX_BYTES = 512 * 1024 * 1024
 DUPLICATE_WINDOW_S = 120.0
+ACK_TIMEOUT_S = 2.0          # a durable publish not acked by then is sent again (same Nats-Msg-Id)
+SWEEP_INTERVAL_S = 0.25      # how often the sweeper looks for overdue acks while some are in flight
+MAX_IN_FLIGHT = 8192         # publish_durable waits for acks beyond this many unconfirmed messages
 
 
 async def connect(url: str, *, name: str, connect_timeout: float = 2.0,
@@ -74,19 +84,33 @@ async def ensure_streams(js: JetStreamContext, subjects_: Subjects | None = None
             await js.update_stream(cfg)
 
 
+@dataclass
+class _Unconfirmed:
+    subject: str
+    payload: bytes
+    msg_id: str
+    sent: float   # event-loop time of the last send
+
+
 class Bus:
     """A service's handle on NATS: core publish, durable publish, and the JetStream context."""
 
     def __init__(self, nc: Client, *, service: str, subjects: Subjects | None = None):
         self.nc = nc
         self.subjects = subjects or Subjects()
-        self.js: JetStreamContext = nc.jetstream(publish_async_max_pending=8192)
+        self.js: JetStreamContext = nc.jetstream()
         self.service = service
-        self._unacked: deque[tuple[str, bytes, dict[str, str], Any]] = deque()
-        self._confirmer: asyncio.Task[None] | None = None
+        self._in_flight: dict[int, _Unconfirmed] = {}   # publish seq -> message, oldest send first
+        self._retry: list[_Unconfirmed] = []            # acked with an error, or not sendable: send again
+        self._seq = 0
+        self._ack_prefix = ""
+        self._ack_sub: Subscription | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
-        self._degraded = False
+        self._idle.set()
+        self._room = asyncio.Event()
+        self._room.set()
         self.republished = 0
 
     @classmethod
@@ -107,80 +131,99 @@ class Bus:
         await self.nc.publish(subject, payload)
 
     async def publish_durable(self, subject: str, msg: Message | bytes, *, msg_id: str) -> None:
-        """JetStream publish that is retried with the same id until the stream acks it."""
-        payload = msg if isinstance(msg, bytes) else msg.to_bytes()
-        headers = {"Nats-Msg-Id": msg_id}
-        try:
-            fut: Any = await self.js.publish_async(subject, payload, headers=dict(headers), wait_stall=5.0)
-        except Exception as exc:  # reconnecting, stalled: fall through to the retry path
-            log.debug("async publish of %s failed (%s); retrying synchronously", msg_id, exc)
-            fut = None
-        # one confirmer task per bus (not one per message: that costs more than the publish)
-        self._unacked.append((subject, payload, headers, fut))
-        self._wake.set()
-        if self._confirmer is None or self._confirmer.done():
-            self._confirmer = asyncio.create_task(self._confirm_loop())
+        """JetStream publish that is sent again with the same id until the stream acks it.
 
-    async def _confirm_loop(self) -> None:
-        while True:
-            while self._unacked:
-                subject, payload, headers, fut = self._unacked[0]
-                await self._confirm(subject, payload, headers, fut)
-                self._unacked.popleft()
-            self._degraded = False
-            self._wake.clear()
-            self._idle.set()
-            await self._wake.wait()
-            self._idle.clear()
-
-    async def _confirm(self, subject: str, payload: bytes, headers: dict[str, str], fut: Any) -> None:
-        """Wait for one stream ack, in publish order; republish with the same id when it is not known.
-
-        After one failure (server away) the following pending acks are not waited for one by
-        one: each unacked message is republished synchronously until the queue has caught up,
-        so an outage costs one timeout, not one per message.
+        Returns once the message is handed to the client (it does not wait for the ack);
+        ``flush`` waits for every ack. Waits only when ``MAX_IN_FLIGHT`` messages are unconfirmed.
         """
-        if fut is not None:
-            if fut.done():
-                if not fut.cancelled() and fut.exception() is None:
-                    return
-            elif not self._degraded:
-                try:
-                    await asyncio.wait_for(fut, timeout=2.0)
-                    return
-                except Exception:  # any failure means "not known to be stored"
-                    self._degraded = True
-        delay = 0.1
+        if self._ack_sub is None:
+            await self._start()
+        if len(self._in_flight) >= MAX_IN_FLIGHT:
+            self._room.clear()
+            await self._room.wait()
+        payload = msg if isinstance(msg, bytes) else msg.to_bytes()
+        await self._send(_Unconfirmed(subject, payload, msg_id, 0.0))
+
+    async def _start(self) -> None:
+        self._ack_prefix = self.nc.new_inbox() + "."
+        self._ack_sub = await self.nc.subscribe(self._ack_prefix + "*", cb=self._on_ack,
+                                                pending_msgs_limit=4 * MAX_IN_FLIGHT)
+        self._sweeper = asyncio.create_task(self._sweep_loop())
+
+    async def _send(self, entry: _Unconfirmed) -> None:
+        self._seq += 1
+        seq = self._seq
+        entry.sent = asyncio.get_running_loop().time()
+        self._in_flight[seq] = entry
+        if self._idle.is_set():
+            self._idle.clear()
+            self._wake.set()
+        try:
+            await self.nc.publish(entry.subject, entry.payload, reply=f"{self._ack_prefix}{seq}",
+                                  headers={"Nats-Msg-Id": entry.msg_id})
+        except Exception as exc:  # reconnect buffer full, connection closing: the sweeper sends it again
+            log.debug("durable publish of %s not sent (%s); will retry", entry.msg_id, exc)
+            if self._in_flight.pop(seq, None) is not None:
+                self._retry.append(entry)
+
+    async def _on_ack(self, msg: Msg) -> None:
+        try:
+            seq = int(msg.subject[len(self._ack_prefix):])
+        except ValueError:
+            return
+        entry = self._in_flight.pop(seq, None)
+        if entry is None:  # the ack of a copy already sent again: the newer copy's ack decides
+            return
+        data = msg.data
+        if not data or b'"error"' in data:  # 503 no responders (stream not ready) or a stream error
+            log.debug("durable publish of %s refused (%r); will retry", entry.msg_id, data[:200])
+            self._retry.append(entry)
+        self._settled()
+
+    def _settled(self) -> None:
+        if len(self._in_flight) < MAX_IN_FLIGHT:
+            self._room.set()
+        if not self._in_flight and not self._retry:
+            self._idle.set()
+
+    async def _sweep_loop(self) -> None:
+        """Send again what was refused or not acked within ACK_TIMEOUT_S, oldest first."""
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                await self.js.publish(subject, payload, timeout=2.0, headers=dict(headers))
+            if self._idle.is_set():
+                self._wake.clear()
+                await self._wake.wait()
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+            if not self.nc.is_connected:
+                continue  # sent now, it would only wait in the reconnect buffer behind older copies
+            overdue = loop.time() - ACK_TIMEOUT_S
+            late = []
+            for seq, entry in self._in_flight.items():  # oldest send first: stop at the first one in time
+                if entry.sent > overdue:
+                    break
+                late.append(seq)
+            again, self._retry = self._retry, []
+            again.extend(self._in_flight.pop(seq) for seq in late)
+            for entry in again:
                 self.republished += 1
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("republish of %s failed: %s", headers["Nats-Msg-Id"], exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                await self._send(entry)
+            self._settled()
 
     @property
     def unconfirmed(self) -> int:
-        return len(self._unacked)
+        return len(self._in_flight) + len(self._retry)
 
     async def flush(self, timeout: float = 30.0) -> None:
-        """Wait until every durable publish is acked by its stream."""
-        deadline = asyncio.get_running_loop().time() + timeout
-        while self._unacked and asyncio.get_running_loop().time() < deadline:
-            self._wake.set()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=0.05)
+        """Wait until every durable publish is acked by its stream (or ``timeout`` passes)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout=timeout)
         with contextlib.suppress(Exception):
             await self.nc.flush(timeout=2)
 
     async def close(self) -> None:
         await self.flush(timeout=10.0)
-        if self._confirmer is not None:
-            self._confirmer.cancel()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         # drain can wait on a pull subscription's pending request for its whole timeout;
         # everything that matters (durable publishes) is already confirmed, so close.
         with contextlib.suppress(Exception):

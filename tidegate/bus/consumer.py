@@ -6,13 +6,30 @@ Two shapes:
   with its schema; a malformed one increments ``bad_message_total{service,subject}``,
   is logged once per subject, and is dropped. The handler never sees it.
 - ``DurableConsumer``: a JetStream pull consumer with a durable name. Messages
-  are fetched in batches, decoded, handed to the handler as a list, and acked
+  flow in continuously (tidegate.bus.pull: pull requests stay outstanding);
+  whatever has arrived, up to a batch, is decoded, handed to the handler as a
+  list, and acked
   only *after* the handler returns, so a crash or a server restart redelivers
-  rather than loses. Malformed messages are terminated (``term``: never
-  redelivered) and counted. Fetch errors while the server is away are waited
-  out; the durable consumer lives in the server's file store and resumes where
-  it stopped. Acks are fire-and-forget, so acks sent while the server was going
-  away are lost and those messages come back after ``ack_wait``: delivery is
+  rather than loses. A handler that raises is retried in place (backing off)
+  until it succeeds or the service stops, so a batch is never skipped.
+  Malformed messages are counted and never handed to the handler. Fetch errors
+  while the server is away are waited out; the durable consumer lives in the
+  server's file store and resumes where it stopped.
+
+  Acks: a consumer created here uses ``AckPolicy.ALL``: one ack of the last
+  message of a batch acknowledges every message up to its stream sequence,
+  malformed messages included (one ack publish per batch instead of one per
+  message). That is sound because this consumer handles its batches one at a
+  time, in delivery order, and acks a batch only after handling all of it:
+  every message at or below the acked sequence that was ever delivered to it
+  has been handled. (A redelivered message can precede newer ones in a batch;
+  if the last message is such an older one, the newer ones stay unacked and
+  come back once more after ``ack_wait``, which idempotent handlers absorb.)
+  A durable that already exists with ``AckPolicy.EXPLICIT`` (an older
+  deployment: the ack policy of a consumer cannot be changed) keeps working,
+  acking each message and terminating (``term``) each malformed one.
+  Acks are fire-and-forget, so acks sent while the server was going away are
+  lost and those messages come back after ``ack_wait``: delivery is
   at-least-once, and every handler is idempotent (ids are business ids,
   republished with the same ``Nats-Msg-Id``).
 """
@@ -33,6 +50,7 @@ from nats.js.errors import NotFoundError
 
 from tidegate.bus.connection import Bus
 from tidegate.bus.messages import MalformedMessage, Message, decode
+from tidegate.bus.pull import PullFeed
 
 log = logging.getLogger("tidegate.bus")
 
@@ -101,67 +119,96 @@ class DurableConsumer(Generic[M]):
         self.max_ack_pending = max_ack_pending
         self.deliver_new = deliver_new
         self.ack_wait = ack_wait
-        self._sub: Any = None
+        self.ack_all = True
+
+    def _config(self) -> ConsumerConfig:
+        return ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.ALL, ack_wait=self.ack_wait,
+                              max_ack_pending=self.max_ack_pending, filter_subject=self.subject,
+                              deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL)
 
     async def _bind(self) -> None:
-        cfg = ConsumerConfig(durable_name=self.durable, ack_policy=AckPolicy.EXPLICIT, ack_wait=self.ack_wait,
-                             max_ack_pending=self.max_ack_pending, filter_subject=self.subject,
-                             deliver_policy=DeliverPolicy.NEW if self.deliver_new else DeliverPolicy.ALL)
-        self._sub = await self.bus.js.pull_subscribe(self.subject, durable=self.durable, stream=self.stream,
-                                                     config=cfg)
+        """Create the durable if it does not exist; an existing one keeps its config (and ack policy)."""
+        try:
+            info = await self.bus.js.consumer_info(self.stream, self.durable)
+        except NotFoundError:
+            info = await self.bus.js.add_consumer(self.stream, config=self._config())
+        self.ack_all = info.config.ack_policy == AckPolicy.ALL
 
     async def pending(self) -> int:
         """Messages in the stream not yet acked by this consumer (the backlog)."""
         return await consumer_backlog(self.bus, self.stream, self.durable)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self._bind()
         while not stop.is_set():
             try:
-                msgs = await self._sub.fetch(self.batch, timeout=0.25)
-            except TimeoutError:
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # server away / reconnecting
-                log.debug("fetch on %s failed (%s); retrying", self.durable, exc)
+                await self._bind()
+                break
+            except Exception as exc:  # server away at start-up
+                log.debug("binding %s failed (%s); retrying", self.durable, exc)
                 await asyncio.sleep(0.2)
-                continue
-            await self._deliver(msgs)
+        feed = PullFeed(self.bus.nc, stream=self.stream, durable=self.durable, batch=self.batch)
+        await feed.start()
+        try:
+            while not stop.is_set():
+                try:
+                    if feed.consumer_gone:  # deleted under us (by an operator): create it again
+                        feed.consumer_gone = False
+                        await self._bind()
+                    await feed.top_up()
+                except Exception as exc:  # server away / reconnecting
+                    log.debug("pull request on %s failed (%s); retrying", self.durable, exc)
+                    await asyncio.sleep(0.2)
+                    continue
+                await feed.wait(0.25)
+                msgs = feed.take(self.batch)
+                if msgs:
+                    await self._deliver(msgs, stop)
+        finally:
+            await feed.stop()
 
-    async def _deliver(self, msgs: list[Msg]) -> None:
+    async def _deliver(self, msgs: list[Msg], stop: asyncio.Event) -> None:
         good: list[M] = []
-        good_msgs: list[Msg] = []
+        by_subject: dict[str, int] = {}
         for msg in msgs:
             try:
                 good.append(decode(self.schema, msg.data))
-                good_msgs.append(msg)
+                by_subject[msg.subject] = by_subject.get(msg.subject, 0) + 1
             except MalformedMessage as exc:
                 self.counters.bad(msg.subject, str(exc))
-                with contextlib.suppress(Exception):
-                    await msg.term()
-        if good:
+                if not self.ack_all:  # with AckPolicy.ALL the batch's ack covers it (a term would ack too early)
+                    with contextlib.suppress(Exception):
+                        await msg.term()
+        if good and not await self._handle(good, stop):
+            return  # stopping: nothing acked, the batch is redelivered to the next run
+        # fire-and-forget acks (no round trip): an ack lost in a restart means the messages come back
+        # after ack_wait, and every handler is idempotent
+        with contextlib.suppress(Exception):
+            if self.ack_all:
+                await msgs[-1].ack()
+            else:
+                for msg in msgs:
+                    if not msg.is_acked:
+                        await msg.ack()
+        for subj, n in by_subject.items():
+            self.counters.ok(subj, n)
+
+    async def _handle(self, good: list[M], stop: asyncio.Event) -> bool:
+        """Run the handler until it succeeds (True) or the service stops (False)."""
+        delay = 0.5
+        while True:
             try:
                 await self.handler(good)
+                return True
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("handler failed on a batch of %d from %s; will be redelivered", len(good),
-                              self.durable)
-                for msg in good_msgs:
-                    with contextlib.suppress(Exception):
-                        await msg.nak(delay=0.5)
-                return
-            by_subject: dict[str, int] = {}
-            for msg in good_msgs:
-                by_subject[msg.subject] = by_subject.get(msg.subject, 0) + 1
-            # fire-and-forget acks (one publish each, no round trip): an ack lost in a restart means
-            # the message comes back after ack_wait, and every handler is idempotent
-            for msg in good_msgs:
-                with contextlib.suppress(Exception):
-                    await msg.ack()
-            for subj, n in by_subject.items():
-                self.counters.ok(subj, n)
+                log.exception("handler failed on a batch of %d from %s; retrying in %.1fs", len(good), self.durable,
+                              delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=delay)
+            if stop.is_set():
+                return False
+            delay = min(delay * 2, 5.0)
 
 
 async def consumer_backlog(bus: Bus, stream: str, durable: str) -> int:

@@ -18,9 +18,10 @@ migrate; a consumer never guesses at an unknown version.
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar
+import json
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from tidegate.market.events import BookTicker, DepthUpdate, Trade
 
@@ -126,7 +127,12 @@ class ApprovedMsg(Message):
 
 
 class ShadowMsg(Message):
-    """What the shadow model decided about a candidate: recorded, never executed."""
+    """What the shadow model decided about one candidate: recorded, never executed.
+
+    The v1 ``sig.shadow`` record, one per candidate. The ai_scorer now publishes
+    ``ShadowBatchMsg`` (v2); readers go through ``shadow_decisions``, which yields
+    these per-candidate records from either version.
+    """
 
     v: Literal[1] = 1
     signal_id: str
@@ -137,6 +143,45 @@ class ShadowMsg(Message):
     approved: bool
     live_model_id: str
     live_score: float = Field(ge=0, le=1)
+
+
+Probability = Annotated[float, Field(ge=0, le=1)]
+
+
+class ShadowBatchMsg(Message):
+    """The shadow model's decisions about one scored batch of candidates of one symbol (v2 ``sig.shadow``).
+
+    Columns aligned by index: ``signal_ids[i]`` was scored ``scores[i]`` by ``model_id``
+    (``approved[i]``: at or above ``tau_entry``) and ``live_scores[i]`` by the live model.
+    One record per batch costs one JetStream publish instead of one per candidate, which
+    is what shadow scoring at full candidate rate needs. After a scorer crash a candidate
+    may appear in two records (at-least-once, like every stream): key readers by signal id.
+    """
+
+    v: Literal[2] = 2
+    symbol: str = Field(min_length=1)
+    model_id: str
+    live_model_id: str
+    tau_entry: Probability
+    signal_ids: list[str] = Field(min_length=1)
+    ts_ns: list[Annotated[int, Field(ge=0)]]
+    scores: list[Probability]
+    approved: list[bool]
+    live_scores: list[Probability]
+
+    @model_validator(mode="after")
+    def _aligned(self) -> ShadowBatchMsg:
+        n = len(self.signal_ids)
+        for name in ("ts_ns", "scores", "approved", "live_scores"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} has {len(getattr(self, name))} entries, signal_ids has {n}")
+        return self
+
+    def decisions(self) -> list[ShadowMsg]:
+        return [ShadowMsg(signal_id=sid, symbol=self.symbol, ts_ns=ts, model_id=self.model_id, score=score,
+                          approved=ok, live_model_id=self.live_model_id, live_score=live)
+                for sid, ts, score, ok, live in zip(self.signal_ids, self.ts_ns, self.scores, self.approved,
+                                                    self.live_scores, strict=True)]
 
 
 OrderStatus = Literal["new", "accepted", "rejected", "cancelled", "filled"]
@@ -202,3 +247,14 @@ def decode(schema: type[M], data: bytes) -> M:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "<message>"
         raise MalformedMessage(f"{schema.__name__}.{where}: {err['msg']}") from None
+
+
+def shadow_decisions(data: bytes) -> list[ShadowMsg]:
+    """The per-candidate decisions in one ``sig.shadow`` record of either version (v1 or v2)."""
+    try:
+        version = json.loads(data).get("v") if data.lstrip().startswith(b"{") else None
+    except ValueError:
+        version = None
+    if version == 2:
+        return decode(ShadowBatchMsg, data).decisions()
+    return [decode(ShadowMsg, data)]

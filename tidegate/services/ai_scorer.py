@@ -7,6 +7,10 @@ one ONNX Runtime call per model (one intra-op thread). Routing and model choice
 are in scorer_models.py (BRIEF §4.3); the route uses the shared deterministic
 hash (tidegate.rollout.route), so the executor agrees with it.
 
+Shadow decisions go to ``sig.shadow.<symbol>`` as one ``ShadowBatchMsg`` (v2) per scored
+batch and symbol, not one record per candidate: at full candidate rate a JetStream publish
+per candidate cost more than scoring (see docs/latency-budget.md).
+
 Hot swap: a KV watch on the rollout state and a poll of the registry slots
 (``ai_scorer.registry_poll_interval``) trigger ``ModelSet.resolve`` between
 batches; a refused model (sha256 or schema hash) is logged, counted and the
@@ -20,16 +24,18 @@ the native LightGBM booster (``native_model`` in model.json); a difference above
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from tidegate.bus.consumer import DurableConsumer
 from tidegate.bus.dedupe import RecentIds
-from tidegate.bus.messages import ApprovedMsg, CandidateMsg, ShadowMsg
+from tidegate.bus.messages import ApprovedMsg, CandidateMsg, ShadowBatchMsg
 from tidegate.features import schema_hash
 from tidegate.registry import Registry
 from tidegate.rollout import RolloutState, bucket, open_view, route
@@ -40,6 +46,26 @@ NAME = "ai_scorer"
 STATS_WINDOW = 2000
 SHADOW_METRICS = ("model_shadow_id", "shadow_signals_evaluated_total", "shadow_signals_approved_total",
                   "shadow_score_distribution")
+
+
+def observe_many(hist: Any, value: float, n: int) -> None:
+    """``n`` observations of ``value`` in a prometheus_client histogram child, in O(buckets), not O(n)."""
+    bounds, buckets, total = (getattr(hist, a, None) for a in ("_upper_bounds", "_buckets", "_sum"))
+    if bounds is None or buckets is None or total is None or n <= 0:
+        for _ in range(n):  # another client version: the public way
+            hist.observe(value)
+        return
+    total.inc(value * n)
+    for i, bound in enumerate(bounds):
+        if value <= bound:
+            buckets[i].inc(n)
+            return
+
+
+def shadow_msg_id(record: ShadowBatchMsg) -> str:
+    """A Nats-Msg-Id naming the batch by its content, so a batch redelivered whole is stored once."""
+    digest = hashlib.blake2b("\n".join(record.signal_ids).encode(), digest_size=12).hexdigest()
+    return f"shadow:{record.model_id}:{record.symbol}:{digest}"
 
 
 def score_stats(scores: Sequence[float]) -> dict[str, float]:
@@ -62,9 +88,18 @@ class Scorer:
         self.rng = random.Random(0)
         self.seen = RecentIds()  # signal ids scored: a redelivered candidate is not scored (or counted) twice
         self.m = ctx.metrics  # tau_*_current come from the catalogue too (``also``: release and ai_scorer)
+        self._children: dict[tuple[Any, ...], Any] = {}
         if not self.cfg.shadow.enabled:  # shadow series exist only when shadow scoring is on
             for name in SHADOW_METRICS:
                 ctx.registry.unregister(self.m.pop(name))
+
+    def _child(self, name: str, **labels: str) -> Any:
+        """A labelled metric child, looked up once (``labels()`` costs more than the increment)."""
+        key = (name, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = self.m[name].labels(**labels)
+        return child
 
     # -- model selection -------------------------------------------------------------------------
     def refresh(self) -> None:
@@ -112,7 +147,12 @@ class Scorer:
             self.ctx.log.error("ONNX parity failure: %d of %d sampled rows of model %s differ by > %g", bad,
                                len(rows), model.id, self.cfg.parity_tolerance)
 
-    def score(self, batch: Sequence[CandidateMsg]) -> tuple[list[ApprovedMsg], list[ShadowMsg], int]:
+    def score(self, batch: Sequence[CandidateMsg]) -> tuple[list[ApprovedMsg], list[ShadowBatchMsg], int]:
+        """Decide a batch: approvals (one per approved candidate), shadow records (one per symbol), drops.
+
+        Scores, thresholds and shadow decisions are computed on whole arrays; the only
+        per-candidate Python is the routing hash and building the approvals.
+        """
         active, candidate, shadow = self.models.active, self.models.candidate, self.models.shadow
         fresh = [c for c in batch if c.signal_id not in self.seen]
         good = [c for c in fresh if c.schema_hash == self.live_hash]
@@ -137,49 +177,53 @@ class Scorer:
             self._parity(shadow, x, p_shadow)
         th_active = active_thresholds(active, self.state, self.cfg)
         th_cand = active_thresholds(candidate, self.state, self.cfg) if candidate is not None else th_active
+        # the canary bucket goes to the candidate model; without one it is scored (and routed) as paper
+        routes = [route(self.state, c.signal_id) for c in good]
+        if candidate is None:
+            routes = ["paper" if r == "canary" else r for r in routes]
+        to_cand = np.fromiter((r == "canary" for r in routes), dtype=bool, count=len(good))
+        p = np.where(to_cand, p_cand, p_active)
+        ok = p.astype(np.float64) >= np.where(to_cand, th_cand.tau_entry, th_active.tau_entry)
+        self.scores.extend(p.tolist())
         approved: list[ApprovedMsg] = []
         now = time.time_ns()
-        scored: Counter[tuple[str, str]] = Counter()
-        passed: Counter[tuple[str, str]] = Counter()
         seed = self.state.rng_seed
+        clipped = np.clip(p, 0.0, 1.0).tolist()
         # messages built with model_construct: every field comes from a validated candidate or this code
-        for i, c in enumerate(good):
-            r = route(self.state, c.signal_id)
-            if r == "canary" and candidate is not None:
-                model, p, tau = candidate, float(p_cand[i]), th_cand.tau_entry
-            else:
-                r = "paper" if r == "canary" else r
-                model, p, tau = active, float(p_active[i]), th_active.tau_entry
-            scored[(model.id, r)] += 1
-            self.scores.append(p)
-            if p >= tau:
-                passed[(model.id, r)] += 1
-                approved.append(ApprovedMsg.model_construct(
-                    signal_id=c.signal_id, symbol=c.symbol, side=c.side, ts_ns=c.ts_ns, recv_ns=c.recv_ns,
-                    emitted_ns=c.emitted_ns, scored_ns=now, price=c.price, route=r, model_id=model.id,
-                    score=min(1.0, max(0.0, p)), tau_entry=tau, bucket=bucket(seed, c.signal_id)))
-        for (model_id, r), n in scored.items():
-            self.m["signals_scored_total"].labels(model=model_id, route=r).inc(n)
-            hist = self.m["scoring_latency_seconds"].labels(model=model_id)
-            for _ in range(n):
-                hist.observe(per_row)
-        for (model_id, r), n in passed.items():
-            self.m["signals_approved_total"].labels(model=model_id, route=r).inc(n)
-        shadows: list[ShadowMsg] = []
+        for i in np.flatnonzero(ok).tolist():
+            c, r = good[i], routes[i]
+            model, tau = (candidate, th_cand.tau_entry) if r == "canary" else (active, th_active.tau_entry)
+            approved.append(ApprovedMsg.model_construct(
+                signal_id=c.signal_id, symbol=c.symbol, side=c.side, ts_ns=c.ts_ns, recv_ns=c.recv_ns,
+                emitted_ns=c.emitted_ns, scored_ns=now, price=c.price, route=r, model_id=model.id,  # type: ignore[union-attr]
+                score=clipped[i], tau_entry=tau, bucket=bucket(seed, c.signal_id)))
+        scored = Counter(routes)
+        passed = Counter(a.route for a in approved)
+        for r, n in scored.items():
+            model_id = candidate.id if r == "canary" and candidate is not None else active.id
+            self._child("signals_scored_total", model=model_id, route=r).inc(n)
+            observe_many(self._child("scoring_latency_seconds", model=model_id), per_row, n)
+            if passed[r]:
+                self._child("signals_approved_total", model=model_id, route=r).inc(passed[r])
+        shadows: list[ShadowBatchMsg] = []
         if shadow is not None and p_shadow is not None:
-            th_sh = shadow_thresholds(shadow, self.cfg)
-            n_ok = 0
+            tau_sh = shadow_thresholds(shadow, self.cfg).tau_entry
+            ok_sh = p_shadow.astype(np.float64) >= tau_sh
+            self.shadow_scores.extend(p_shadow.tolist())
+            sh_scores = np.clip(p_shadow, 0.0, 1.0).tolist()
+            live_scores = np.clip(p_active, 0.0, 1.0).tolist()
+            sh_ok = ok_sh.tolist()
+            by_symbol: dict[str, list[int]] = {}
             for i, c in enumerate(good):
-                ps = float(p_shadow[i])
-                ok = ps >= th_sh.tau_entry
-                n_ok += ok
-                self.shadow_scores.append(ps)
-                shadows.append(ShadowMsg.model_construct(
-                    signal_id=c.signal_id, symbol=c.symbol, ts_ns=c.ts_ns, model_id=shadow.id,
-                    score=min(1.0, max(0.0, ps)), approved=ok, live_model_id=active.id,
-                    live_score=min(1.0, max(0.0, float(p_active[i])))))
+                by_symbol.setdefault(c.symbol, []).append(i)
+            for symbol, rows in by_symbol.items():
+                shadows.append(ShadowBatchMsg.model_construct(
+                    symbol=symbol, model_id=shadow.id, live_model_id=active.id, tau_entry=tau_sh,
+                    signal_ids=[good[i].signal_id for i in rows], ts_ns=[good[i].ts_ns for i in rows],
+                    scores=[sh_scores[i] for i in rows], approved=[sh_ok[i] for i in rows],
+                    live_scores=[live_scores[i] for i in rows]))
             self.m["shadow_signals_evaluated_total"].inc(len(good))
-            self.m["shadow_signals_approved_total"].inc(n_ok)
+            self.m["shadow_signals_approved_total"].inc(int(ok_sh.sum()))
         return approved, shadows, dropped
 
     def export_distributions(self) -> None:
@@ -222,8 +266,8 @@ async def serve(ctx: ServiceContext) -> None:
         # as a duplicate of the candidate it approves)
         for a in approved:
             await bus.publish_durable(ctx.subjects.approved(a.symbol), a, msg_id=f"approved:{a.signal_id}")
-        for s in shadows:
-            await bus.publish_durable(ctx.subjects.shadow(s.symbol), s, msg_id=f"shadow:{s.signal_id}:{s.model_id}")
+        for s in shadows:  # one record per batch and symbol; the id is that of the same batch redelivered whole
+            await bus.publish_durable(ctx.subjects.shadow(s.symbol), s, msg_id=shadow_msg_id(s))
 
     consumer = DurableConsumer(bus, stream=ctx.subjects.stream("SIGNALS"), durable="ai_scorer",
                                subject=ctx.subjects.candidates("*"), schema=CandidateMsg, handler=on_batch,
@@ -234,7 +278,11 @@ async def serve(ctx: ServiceContext) -> None:
                  scorer.models.shadow and scorer.models.shadow.id,
                  "enabled" if ctx.cfg.ai_scorer.shadow.enabled else "disabled")
     while not await ctx.sleep(ctx.cfg.ai_scorer.registry_poll_interval):
-        await asyncio.to_thread(scorer.refresh)  # registry slots may have moved (promote_model.py)
+        # registry slots may have moved (promote_model.py); loading a model (hashing, building the
+        # session) runs in a thread, only when a slot did move
+        if swap.is_set() or scorer.models.stale(scorer.state, scorer.cfg.shadow.enabled):
+            swap.clear()  # a new rollout state is applied here too when no candidate is flowing
+            await asyncio.to_thread(scorer.refresh)
         scorer.export_distributions()
         if task.done():
             break

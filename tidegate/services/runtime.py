@@ -15,6 +15,13 @@ A service is one ``async def serve(ctx)`` coroutine; ``run_service`` wraps it:
 - ``EXCHANGE_MODE`` is honoured through the config (``exchange.mode``).
 
 Logs are one line per important event: ``<time> <service> <level> <message>``.
+
+Garbage collection: once a service reports ready, everything allocated so far
+(modules, ONNX sessions, models, metric families) is collected once and frozen
+(``gc.freeze``), and the young-generation threshold is raised. The collector
+then never walks those long-lived objects again: a full collection of a
+service's start-up heap (about 130k objects) took tens of milliseconds, paid by
+whichever message was in flight.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -45,6 +53,7 @@ from tidegate.config import ConfigError, load_config
 from tidegate.config.schema import AppConfig
 
 REPO = Path(__file__).resolve().parents[2]
+GC_THRESHOLDS = (10_000, 20, 20)   # gen0 allocations, gen0 runs per gen1, gen1 runs per gen2
 
 
 @dataclass
@@ -152,6 +161,15 @@ def build_context(name: str, cfg: AppConfig, config_path: Path, log: logging.Log
                           subjects=Subjects(cfg.nats.namespace), counters=MessageCounters(name, metrics), log=log)
 
 
+async def settle_heap_when_ready(ctx: ServiceContext) -> None:
+    """Freeze the start-up heap out of the collector's sight once the service is ready (see the module doc)."""
+    while not ctx.ready and not ctx.stop.is_set():
+        await asyncio.sleep(0.05)
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
 def run_service(name: str, serve: Callable[[ServiceContext], Awaitable[None]],
                 argv: list[str] | None = None) -> int:
     args = parse_args(name, argv)
@@ -171,9 +189,11 @@ def run_service(name: str, serve: Callable[[ServiceContext], Awaitable[None]],
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ctx.stop.set)
+        settle = asyncio.create_task(settle_heap_when_ready(ctx))
         try:
             await serve(ctx)
         finally:
+            settle.cancel()
             if ctx.bus is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(ctx.bus.close(), timeout=15)

@@ -141,6 +141,14 @@ class ModelSet:
         candidate = state.candidate_model_id or shadow if state.mode == "canary" else None
         return active, candidate, shadow
 
+    def stale(self, state: RolloutState, shadow_enabled: bool) -> bool:
+        """Whether ``resolve`` would change anything (two readlinks: cheap enough to poll on the event loop)."""
+        for attr, model_id in zip(("active", "candidate", "shadow"), self.wanted(state, shadow_enabled), strict=True):
+            current: LoadedModel | None = getattr(self, attr)
+            if (current.id if current else None) != model_id and (model_id is None or model_id not in self.refused):
+                return True
+        return False
+
     def get(self, model_id: str | None) -> LoadedModel | None:
         """Load (or reuse) a model; raises ModelRefused for a bad one (remembered, so it is refused once)."""
         if model_id is None:
