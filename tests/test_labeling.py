@@ -49,6 +49,19 @@ def test_queue_ahead_must_be_consumed_before_a_fill_at_our_price() -> None:
     assert b["label"] == 1
 
 
+def test_a_post_only_entry_crossed_before_it_arrives_is_rejected_not_filled() -> None:
+    slow = LabelParams(**{**P.as_dict(), "latency_ms": 50})
+    # the ask falls to our bid 20 ms after the candidate: at arrival (50 ms) the buy would take liquidity
+    crossed = [BOOK0, (20, "book", 99.9, 1.0, 100.0, 1.0, 0.0, 0.0, 0),
+               (60, "book", 99.9, 1.0, 100.0, 2.0, 0.0, 0.0, 0),   # still through our price after arrival
+               END]
+    assert not _buy(label_session(_session(crossed), slow))["filled"]
+    # the same cross 30 ms after arrival fills the resting order
+    later = [BOOK0, (80, "book", 99.9, 1.0, 100.0, 1.0, 0.0, 0.0, 0), END]
+    b = _buy(label_session(_session(later), slow))
+    assert b["filled"] and b["fill_ns"] == 80 * MS
+
+
 def test_buyer_aggressor_volume_at_our_bid_never_fills_a_buy() -> None:
     ev = [BOOK0, (100, "trade", 100.0, 2.0, 100.1, 5.0, 100.0, 9.0, +1), END]
     assert not _buy(label_session(_session(ev), P))["filled"]

@@ -12,6 +12,10 @@ design/notes/trading-ml-anchors.md):
    counted from placement, exceeding the quantity that was resting there
    (our order joined the back of the queue).
 
+An order whose price the opposite touch has already reached when it arrives
+(after ``latency_ms``) is a post-only rejection, as in the paper simulator
+(tidegate/execution/simulator/exchange.py): it never fills.
+
 The label is 1 when it fills and its markout at ``markout_ms`` after the fill,
 ``side * (mid(t_fill + h) - price) / price * 1e4 - maker_fee_bps``, is > 0 (mid(t)
 is the last mid at or before t). Candidates whose horizon runs past the end of
@@ -145,7 +149,11 @@ def label_session(cols: dict[str, np.ndarray], params: LabelParams) -> dict[str,
             hit = (m < hi) & (hi > lo)
             fill_queue[hit] = tt[rank_s[np.minimum(m[hit], len(rank_s) - 1)]]
         fill_ns = np.minimum(np.minimum(fill_cross, fill_through), fill_queue)
-        filled = fill_ns < NONE
+        # post-only: an order whose price the opposite touch has reached by the time it arrives
+        # would take liquidity, so the venue rejects it (never a fill)
+        arrived = np.searchsorted(bt, t0, side="right") - 1
+        rejected = (arrived >= 0) & (opp[np.maximum(arrived, 0)] <= (price if side > 0 else -price))
+        filled = (fill_ns < NONE) & ~rejected
         k = np.searchsorted(bt, np.where(filled, fill_ns + mk, 0), side="right") - 1
         mid_after = mid2[np.maximum(k, 0)] / 2.0
         markout = np.where(filled, side * (mid_after - price) / price * 1e4 - params.maker_fee_bps, np.nan)
