@@ -27,7 +27,8 @@ def render(meta: dict[str, Any]) -> str:
         f"fills within {lp.get('fill_horizon_ms', '?')} ms and shows a positive markout "
         f"{lp.get('markout_ms', '?')} ms after the fill, net of a {lp.get('maker_fee_bps', '?')} bps maker fee.",
         f"Order latency assumed: {lp.get('latency_ms', '?')} ms; one candidate per {lp.get('sample_ms', '?')} ms "
-        "per side. Fills follow the queue-ahead rule (touch crossed, trade through, or the queue ahead consumed).",
+        "per side. Fills follow the queue-ahead rule (touch crossed, trade through, or the queue ahead consumed);",
+        "an order the touch has already crossed when it arrives is a post-only rejection, never a fill.",
         "",
         "## Dataset",
         "",
