@@ -24,6 +24,8 @@ from typing import Any
 
 import yaml
 
+from tidegate.config.loader import deep_merge
+
 REPO = Path(__file__).resolve().parents[1]
 CAPTURE_DIR = (REPO / ".." / "shared" / "data" / "capture").resolve()
 CAPTURE_FILE = "binance_usdm_btcusdt_20240808.gz"
@@ -50,17 +52,10 @@ def write_config(path: Path, *, nats_url: str, namespace: str, kv_bucket: str, r
         "registry": {"root": str(registry_root)},
         "data": {"capture_dir": str(CAPTURE_DIR), "parquet_dir": str(path.parent / "parquet")},
     }
-    _merge(doc, overrides or {})
+    deep_merge(doc, overrides or {})
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
-
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> None:
-    for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
 
 
 class Services:

@@ -44,6 +44,15 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
 
 
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> None:
+    """Overlay ``over`` onto a config document in place: nested mappings merge, anything else replaces."""
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
 def _join(path: tuple[str | int, ...]) -> str:
     out = ""
     for part in path:

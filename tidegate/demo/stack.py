@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from tidegate.config.loader import deep_merge
 from tidegate.infra.nats_server import NatsServer
 from tidegate.infra.process import ServerProcess, free_port
 from tidegate.infra.prometheus_server import PrometheusServer
@@ -50,8 +51,8 @@ class Stack:
         """config/app.yml with the demo's endpoints, registry and compressed timings."""
         assert self.nats is not None and self.prometheus is not None
         doc = yaml.safe_load((REPO / "config" / "app.yml").read_text())
-        _merge(doc, {"nats": {"url": self.nats.url}, "prometheus": {"url": self.prometheus.url}})
-        _merge(doc, self.config_overrides)
+        deep_merge(doc, {"nats": {"url": self.nats.url}, "prometheus": {"url": self.prometheus.url}})
+        deep_merge(doc, self.config_overrides)
         self.config_path = self.workdir / "app.yml"
         self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return self.config_path
@@ -89,10 +90,3 @@ class Stack:
         if self.nats is not None:
             self.nats.stop()
 
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> None:
-    for key, value in over.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _merge(base[key], value)
-        else:
-            base[key] = value
