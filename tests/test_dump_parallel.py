@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def test_two_workers_write_the_same_archive_as_one(tmp_path: Path) -> None:
 
 def test_in_memory_frames_stay_in_process_and_recipes_use_the_cores() -> None:
     assert default_workers(generate_days(duration_s=2)) == 1
-    assert default_workers(_sources()) >= 1
+    assert default_workers(_sources()) == min(len(_sources()), len(os.sched_getaffinity(0)))
     assert default_workers(_sources()[:1]) == 1
 
 

@@ -277,6 +277,8 @@ def test_peering_settings_give_replicas_distinct_priorities() -> None:
     assert peering_settings({"TIDEGATE_OPERATOR_PRIORITY": "7", "TIDEGATE_PEERING_LIFETIME": "9"}, 50, 60) == (7, 9)
     with pytest.raises(ValueError, match="TIDEGATE_PEERING_LIFETIME"):
         peering_settings({"TIDEGATE_PEERING_LIFETIME": "1"}, 0, 60)
+    with pytest.raises(ValueError, match="TIDEGATE_OPERATOR_PRIORITY must be an integer, got 'high'"):
+        peering_settings({"TIDEGATE_OPERATOR_PRIORITY": "high"}, 0, 60)
 
 
 def test_two_replicas_one_acts_and_the_standby_takes_over(world):  # type: ignore[no-untyped-def]

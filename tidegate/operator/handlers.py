@@ -53,15 +53,22 @@ def peering_settings(env: Mapping[str, str], priority: int, lifetime: int) -> tu
     """
     raw = env.get("TIDEGATE_OPERATOR_PRIORITY")
     if raw:
-        priority = int(raw)
+        priority = _env_int("TIDEGATE_OPERATOR_PRIORITY", raw)
     elif priority == 0:
         priority = secrets.randbelow(1_000_000) + 1
     raw_life = env.get("TIDEGATE_PEERING_LIFETIME")
     if raw_life:
-        lifetime = int(raw_life)
+        lifetime = _env_int("TIDEGATE_PEERING_LIFETIME", raw_life)
         if lifetime < 2:
             raise ValueError(f"TIDEGATE_PEERING_LIFETIME must be >= 2 seconds, got {lifetime}")
     return priority, lifetime
+
+
+def _env_int(name: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
 
 
 def register(registry: kopf.OperatorRegistry, context: Callable[[], OperatorContext]) -> None:
