@@ -83,6 +83,29 @@ def test_evaluate_tolerates_an_abstaining_regime_but_not_a_silent_source() -> No
     assert not passed and "synthetic/high-vol markout FAIL" in summary
 
 
+def test_the_market_reference_is_pooled_and_named_only_when_it_fails_too() -> None:
+    good = TradeOutcome(candidates=500, entries=60, trades=40, wins=30, markout_sum_bps=8.0)
+    weak = TradeOutcome(candidates=500, entries=60, trades=40, wins=10, markout_sum_bps=-20.0)
+    losing_market = TradeOutcome(candidates=500, entries=500, trades=200, wins=20, markout_sum_bps=-250.0)
+    paying_market = TradeOutcome(candidates=500, entries=500, trades=200, wins=120, markout_sum_bps=40.0)
+    days = [DayOutcome("replay", "normal", ("a",), weak, None, losing_market),
+            DayOutcome("replay", "event", ("b",), weak, None, losing_market)]
+    groups, passed, summary = evaluate(days, GATES)
+    pooled = {g.name: g for g in groups}["replay/all"]
+    assert pooled.market == TradeOutcome(1000, 1000, 400, 40, -500.0)
+    assert pooled.to_json()["market"]["avg_markout_bps"] == -1.25
+    assert not passed and summary.endswith(
+        "| market: replay/all: every entry approved would fail winrate, markout too "
+        "(win rate 0.100, avg markout -1.250 bps, fill rate 0.400 over 400 trades)")
+    # the model chose badly in a market that pays: no market note
+    _, passed, summary = evaluate([DayOutcome("replay", "normal", ("a",), weak, None, paying_market)], GATES)
+    assert not passed and "market:" not in summary
+    # a passing run never carries one, and days without a reference have none
+    _, passed, summary = evaluate([DayOutcome("replay", "normal", ("a",), good, None, losing_market)], GATES)
+    assert passed and "market:" not in summary
+    assert evaluate([DayOutcome("replay", "normal", ("a",), weak, None)], GATES)[0][0].market is None
+
+
 def test_classify_windows_by_volatility_then_trade_rate() -> None:
     t = np.arange(10, dtype=np.int64) * 10 ** 9  # one row per second, 1 s windows
     session = np.array(["a"] * 10, object)
@@ -186,9 +209,18 @@ def test_capture_bad_candidates_fail_and_silence_is_not_a_pass(registry: Registr
         run = run_canary(registry, model_id, cfg=cfg, prebuilt=replay)
         groups = {g["group"]: g for g in run.report["groups"]}
         assert not run.passed
+        # the market reference is every labelled candidate of the replay, so it equals the labelling's counts
+        day_rows = sum(d.rows for d in replay[0])
+        fills = sum(int(d.filled.sum()) for d in replay[0])
+        market = groups["replay/all"]["market"]
+        assert (market["candidates"], market["entries"], market["trades"]) == (day_rows, day_rows, fills)
+        assert market["avg_markout_bps"] < 0 and "| market: replay/all: every entry approved would fail" in run.summary
         for name in ("replay/normal", "replay/event", "replay/high-vol", "replay/all"):
             assert groups[name]["verdict"] == "FAIL" and groups[name]["candidate"]["trades"] >= 50
             assert groups[name]["candidate"]["avg_markout_bps"] < 0
+    approve_all = {g["group"]: g for g in run_canary(registry, "approve-all-1", cfg=cfg, prebuilt=replay)
+                   .report["groups"]}["replay/all"]
+    assert approve_all["candidate"] == approve_all["market"]  # approving everything is the market
     # the synthetic-trained good model hardly trades the real market: not enough evidence is not a pass
     good = run_canary(registry, "good-1", cfg=cfg, prebuilt=replay)
     pooled = {g["group"]: g for g in good.report["groups"]}["replay/all"]

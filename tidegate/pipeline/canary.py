@@ -26,6 +26,11 @@ does in the synthetic ``normal`` regime, has not failed). The run passes only
 when no group FAILs *and* every source's pooled group PASSes: each market the
 canary replays must give enough evidence, so a model that barely trades cannot
 pass by silence.
+
+Every group also carries the *market*: what approving every candidate entry would
+have done. It decides nothing; it tells a failed candidate's operator whether the
+model chose badly or whether no entry in that market pays (as on the recorded
+capture, docs/release-policy.md section 7), and the summary says so.
 """
 
 from __future__ import annotations
@@ -150,6 +155,7 @@ class GroupResult:
     active: TradeOutcome | None
     gates: tuple[GateVerdict, ...]
     in_sample: tuple[str, ...] = ()  # sessions the candidate was trained on
+    market: TradeOutcome | None = None  # every candidate entry approved (a reference, not a gate)
 
     @property
     def verdict(self) -> Verdict:
@@ -166,7 +172,8 @@ class GroupResult:
                 "gates": [{"gate": v.gate, "verdict": str(v.verdict), "value": _num(v.value) if v.value is not None
                            else None, "threshold": v.threshold, "trades": v.sample, "rule": v.query,
                            "reason": v.reason} for v in self.gates],
-                "in_sample_sessions": list(self.in_sample)}
+                "in_sample_sessions": list(self.in_sample),
+                "market": self.market.to_json() if self.market is not None else None}
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,7 @@ class DayOutcome:
     sessions: tuple[str, ...]
     candidate: TradeOutcome
     active: TradeOutcome | None
+    market: TradeOutcome | None = None  # every candidate entry approved
 
 
 def _pool(days: Sequence[DayOutcome], source: str, regime: str, gates: CanaryGates,
@@ -185,9 +193,23 @@ def _pool(days: Sequence[DayOutcome], source: str, regime: str, gates: CanaryGat
     cand = sum((d.candidate for d in days), TradeOutcome())
     has_active = all(d.active is not None for d in days)
     act = sum((d.active for d in days if d.active is not None), TradeOutcome()) if has_active else None
+    has_market = all(d.market is not None for d in days)
+    market = sum((d.market for d in days if d.market is not None), TradeOutcome()) if has_market else None
     sessions = tuple(sorted({s for d in days for s in d.sessions}))
     return GroupResult(source, regime, sessions, cand, act, judge(cand, act, gates),
-                       tuple(s for s in sessions if s in trained_on))
+                       tuple(s for s in sessions if s in trained_on), market)
+
+
+def market_note(group: GroupResult, gates: CanaryGates) -> str | None:
+    """A sentence when approving every entry of ``group`` fails a gate too: the market, not only the model."""
+    m = group.market
+    if m is None or m.trades < gates.min_trades:
+        return None
+    failing = [v.gate for v in judge(m, None, gates) if v.verdict == Verdict.FAIL]
+    if not failing:
+        return None
+    return (f"{group.name}: every entry approved would fail {', '.join(failing)} too (win rate {m.win_rate:.3f}, "
+            f"avg markout {m.avg_markout_bps:+.3f} bps, fill rate {m.fill_rate:.3f} over {m.trades} trades)")
 
 
 def evaluate(days: Sequence[DayOutcome], gates: CanaryGates, *, trained_on: Sequence[str] = ()
@@ -214,4 +236,7 @@ def evaluate(days: Sequence[DayOutcome], gates: CanaryGates, *, trained_on: Sequ
         why += [f"{g.name}: not enough evidence ({g.candidate.trades} trades < min_trades {gates.min_trades})"
                 for g in thin]
         summary = "canary FAIL: " + "; ".join(why[:6]) + (f"; ... {len(why) - 6} more" if len(why) > 6 else "")
+        market = [n for g in pooled if g.verdict != Verdict.PASS and (n := market_note(g, gates))]
+        if market:
+            summary += " | market: " + "; ".join(market)
     return every, passed, summary

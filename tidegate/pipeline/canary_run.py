@@ -17,9 +17,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from tidegate.config.schema import AppConfig
 from tidegate.features.schema import FEATURE_NAMES, SCHEMA
-from tidegate.pipeline.canary import CanaryGates, DayOutcome, evaluate, outcome
+from tidegate.pipeline.canary import ALL, CanaryGates, DayOutcome, evaluate, market_note, outcome
 from tidegate.pipeline.canary_days import LabelledDay, parse_days, replay_days, replay_files, synthetic_days
 from tidegate.registry import ArtifactError, Registry
 
@@ -109,9 +111,12 @@ def run_canary(registry: Registry, model_id: str, *, cfg: AppConfig, active_id: 
                        day.filled, day.markout_bps, day.won)
         act = outcome(active.predict(day.features) >= active.meta.thresholds.tau_entry,
                       day.filled, day.markout_bps, day.won) if active is not None else None
-        scored.append(DayOutcome(day.source, day.regime, day.sessions, cand, act))
+        market = outcome(np.ones(day.rows, bool), day.filled, day.markout_bps, day.won)
+        scored.append(DayOutcome(day.source, day.regime, day.sessions, cand, act, market))
     trained_on = candidate.meta.model_extra.get("sessions", []) if candidate.meta.model_extra else []
     groups, passed, summary = evaluate(scored, gates, trained_on=trained_on)
+    notes += [n for g in groups if g.regime == ALL and g.source != ALL and not passed
+              and (n := market_note(g, gates))]
     if any(g.in_sample for g in groups if g.regime != "all"):
         notes.append("some day types include sessions the candidate was trained on (in_sample_sessions): "
                      "their numbers are optimistic")
