@@ -51,6 +51,58 @@ def dump_cmd(config_path: Path, capture_dir: Path | None, out_dir: Path | None, 
     click.echo(json.dumps(report.as_dict(), indent=2))
 
 
+@data.command("economics")
+@click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(path_type=Path))
+@click.option("--capture-dir", type=click.Path(path_type=Path), help="override data.capture_dir")
+@click.option("--synthetic", is_flag=True, help="use the seeded generator even if the capture exists")
+@click.option("--seconds", default=300.0, show_default=True, help="synthetic: seconds per session")
+@click.option("--cycles", default=1, show_default=True, help="synthetic: cycles through the three regimes")
+@click.option("--seed", default=7, show_default=True)
+@click.option("--out-dir", default="var/economics", show_default=True, type=click.Path(path_type=Path),
+              help="economics.json and economics.png go here")
+def economics_cmd(config_path: Path, capture_dir: Path | None, synthetic: bool, seconds: float, cycles: int,
+                  seed: int, out_dir: Path) -> None:
+    """Does any entry pay? Every touch entry's outcome, the markout profile, one-feature rules vs the canary gates."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from tidegate.atomic import atomic_write_bytes, atomic_write_json
+    from tidegate.pipeline import economics as econ
+    from tidegate.pipeline.canary_days import LABELS
+    from tidegate.pipeline.canary_run import gates_from_config
+    from tidegate.pipeline.dump import frame_sources, frame_table
+
+    cfg = _config(config_path)
+    cap = capture_dir or Path(cfg.data.capture_dir)
+    if not synthetic and not cap.is_dir():
+        click.echo(f"capture directory {cap} not found: using the synthetic generator", err=True)
+    import pyarrow as pa
+
+    tables = [frame_table(src()) for src in frame_sources(cap, synthetic=synthetic, seed=seed,
+                                                          synthetic_seconds=seconds, cycles=cycles)]
+    table = pa.concat_tables(tables).sort_by([("session", "ascending"), ("local_ns", "ascending")])
+    gates = gates_from_config(cfg)
+    sessions, candidates = econ.session_economics(table, LABELS)
+    rules = econ.rule_search(candidates, gates)
+    report = econ.summarize(sessions, rules, gates, LABELS)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out_dir / "economics.json", report)
+    atomic_write_bytes(out_dir / "economics.png", econ.plot(
+        sessions, rules, gates, f"{len(sessions)} session(s), {LABELS.latency_ms} ms latency, queue-back, "
+                                f"{LABELS.maker_fee_bps:g} bps maker fee, markout at {LABELS.markout_ms} ms"))
+    grid = Table(title="every entry at the touch (fills' markout net of fee, bps)")
+    for col in ("session", "entries", "fill rate", "win rate", *(f"{h} ms" for h in econ.HORIZONS_MS)):
+        grid.add_column(col, justify="left" if col == "session" else "right")
+    for s in sessions:
+        m = s.market
+        grid.add_row(s.session, str(m.entries), f"{m.fill_rate:.2f}", f"{m.win_rate:.2f}",
+                     *(f"{s.profile_bps[h]:+.2f}" for h in econ.HORIZONS_MS))
+    console = Console(width=max(Console().width, 140))  # the horizons need the room, also when piped
+    console.print(grid)
+    console.print(report["verdict"])
+    click.echo(f"wrote {out_dir / 'economics.json'} and {out_dir / 'economics.png'}")
+
+
 @data.command("label")
 @click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(path_type=Path))
 @click.option("--parquet-dir", type=click.Path(path_type=Path), help="override data.parquet_dir")

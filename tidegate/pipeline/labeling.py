@@ -28,6 +28,7 @@ searchsorted over per-price cumulative volumes. No per-row Python loop.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -166,21 +167,36 @@ def label_session(cols: dict[str, np.ndarray], params: LabelParams) -> dict[str,
     return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def label_table(table: pa.Table, params: LabelParams = LabelParams()) -> pa.Table:
-    """The training table: model features (FEATURE_NAMES), side, labels and bookkeeping, time-ordered."""
+LABEL_INPUTS = ("local_ns", "book_update", "bid_px", "ask_px", "bid_qty", "ask_qty", "kind", "trade_px", "trade_qty",
+                "trade_aggressor", *MARKET_FEATURES)
+
+
+@dataclass(frozen=True)
+class SessionColumns:
+    session: str
+    regime: str
+    symbol: str
+    cols: dict[str, np.ndarray]  # LABEL_INPUTS of one session, sorted by local_ns
+
+
+def session_columns(table: pa.Table) -> Iterator[SessionColumns]:
+    """The sessions of a parquet-layout table; they are contiguous because read_parquet sorts by (session, local_ns)."""
     sessions = table.column("session").to_numpy(zero_copy_only=False)
-    names = ["local_ns", "book_update", "bid_px", "ask_px", "bid_qty", "ask_qty", "kind", "trade_px", "trade_qty",
-             "trade_aggressor", *MARKET_FEATURES]
-    arrays = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+    arrays = {n: table.column(n).to_numpy(zero_copy_only=False) for n in LABEL_INPUTS}
     regimes = table.column("regime").to_numpy(zero_copy_only=False)
     symbols = table.column("symbol").to_numpy(zero_copy_only=False)
-    # sessions are contiguous because read_parquet sorts by (session, local_ns)
     bounds = np.flatnonzero(sessions[1:] != sessions[:-1]) + 1
     starts = np.concatenate([[0], bounds])
     ends = np.concatenate([bounds, [len(sessions)]])
-    parts: list[pa.Table] = []
     for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        cols = {n: a[s:e] for n, a in arrays.items()}
+        yield SessionColumns(str(sessions[s]), str(regimes[s]), str(symbols[s]), {n: a[s:e] for n, a in arrays.items()})
+
+
+def label_table(table: pa.Table, params: LabelParams = LabelParams()) -> pa.Table:
+    """The training table: model features (FEATURE_NAMES), side, labels and bookkeeping, time-ordered."""
+    parts: list[pa.Table] = []
+    for sc in session_columns(table):
+        cols = sc.cols
         lab = label_session(cols, params)
         if len(lab["row"]) == 0:
             continue
@@ -188,8 +204,8 @@ def label_table(table: pa.Table, params: LabelParams = LabelParams()) -> pa.Tabl
         market = {n: cols[n][rows] for n in MARKET_FEATURES}
         x = model_matrix(market, lab["side"])
         data: dict[str, object] = {name: x[:, j] for j, name in enumerate(FEATURE_NAMES)}
-        data.update({"local_ns": cols["local_ns"][rows], "session": np.full(len(rows), sessions[s], object),
-                     "regime": np.full(len(rows), regimes[s], object), "symbol": np.full(len(rows), symbols[s], object),
+        data.update({"local_ns": cols["local_ns"][rows], "session": np.full(len(rows), sc.session, object),
+                     "regime": np.full(len(rows), sc.regime, object), "symbol": np.full(len(rows), sc.symbol, object),
                      "filled": lab["filled"], "fill_ms": lab["fill_ns"] / 1e6, "markout_bps": lab["markout_bps"],
                      "label": lab["label"]})
         parts.append(pa.table(data))
