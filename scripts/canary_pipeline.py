@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Simulate a candidate model against the active one on normal/event/high-vol days; exit 0 iff every gate passes.
 
 Days: synthetic regimes always (seeded apart from training), the recorded capture

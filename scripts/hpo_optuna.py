@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Precision-first Optuna sweep over LightGBM settings; exports the top trials as JSON.
 
 Objective: validation precision at the precision-first tau_entry, PR-AUC as a tie

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Same command as the repo-root `labeling.py` (the seed's spelling); kept here for the CI pipeline."""
 
 import sys

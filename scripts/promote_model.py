@@ -1,7 +1,15 @@
+#!/usr/bin/env python3
 """Point the registry's active or shadow slot at a model: ``--to active|shadow --id MODEL_ID``.
 
 Refuses (exit 1, the previous model keeps its slot) a model whose model.onnx does not
 hash to model.json's sha256 or whose schema hash differs from the live feature schema.
+
+``--to active`` is also the seed's manual rollback, so it reaches the services: when a
+rollout state is stored in NATS KV (``nats`` in --config) and names another active
+model, its ``active_model_id`` is rewritten too (tidegate/rollout/manual.py); without
+that, every scorer would keep serving the model named there. Exit 3 when NATS cannot
+be reached (the registry link has moved, the live state is unknown); ``--registry-only``
+skips the live state on purpose (no services running).
 """
 
 import sys
@@ -18,7 +26,10 @@ import click
 @click.option("--registry", "registry_root", default="models/registry", show_default=True,
               type=click.Path(path_type=Path))
 @click.option("--reason", default="manual promote_model.py")
-def main(slot: str, model_id: str, registry_root: Path, reason: str) -> None:
+@click.option("--config", "config_path", default="config/app.yml", show_default=True,
+              type=click.Path(path_type=Path), help="where NATS and the rollout bucket are (nats.*)")
+@click.option("--registry-only", is_flag=True, help="do not touch the live rollout state (no services running)")
+def main(slot: str, model_id: str, registry_root: Path, reason: str, config_path: Path, registry_only: bool) -> None:
     from tidegate.registry.promote import PromotionRefused, promote
 
     try:
@@ -30,6 +41,28 @@ def main(slot: str, model_id: str, registry_root: Path, reason: str) -> None:
         click.echo(f"{slot}: {previous or '(none)'} -> {model_id}")
     else:
         click.echo(f"{slot} already points at {model_id}; nothing changed")
+    if slot == "active" and not registry_only:
+        _sync_live(config_path, model_id, reason)
+
+
+def _sync_live(config_path: Path, model_id: str, reason: str) -> None:
+    from tidegate.config import ConfigError, load_config
+    from tidegate.rollout.manual import LiveStateUnavailable, sync_active
+
+    try:
+        cfg = load_config(config_path)
+        change = sync_active(cfg, model_id, reason=f"manual: {reason}")
+    except (ConfigError, LiveStateUnavailable) as exc:
+        click.echo(f"live rollout state NOT checked: {exc}. Services following a stored state may still serve "
+                   f"another model: when NATS is back run `tidegate rollout set --active-id {model_id} "
+                   f"--reason ...` (or pass --registry-only when no services run)", err=True)
+        sys.exit(3)
+    if change.after is not None and change.before is not None:
+        click.echo(f"live rollout state: active {change.before.active_model_id} -> {model_id} "
+                   f"(revision {change.after.revision})")
+    else:
+        click.echo("live rollout state: " + ("none stored; services follow the registry link" if change.before is None
+                                             else f"already names {model_id}"))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@
 #                       (same --shadow-id/--name: the driver resumes that release)
 set -euo pipefail
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 
 MODEL_ID="" NAME="" TEMPLATE="examples/release.yaml" STATE_DIR=".tidegate/releases" CONFIG="config/app.yml"
 FLAGS=()

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Report missing partitions / time gaps in the parquet archive; exit 1 past the threshold."""
 
 import sys

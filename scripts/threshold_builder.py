@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Regime-specific thresholds: precision-first tau_entry / tau_hold per market regime.
 
 Scores the labelled rows of the validation and test slices with the model's ONNX

@@ -51,7 +51,7 @@ def test_chain_leaves_a_registered_promotable_model_and_a_card(synthetic_chain: 
     card = (synthetic_chain / "model_card.md").read_text()
     assert "chain-1" in card and "positive-rate baseline" in card and f"{model['metrics']['test_pr_auc']:.4f}" in card
     r = _run("scripts/promote_model.py", "--to", "active", "--id", "chain-1", "--registry",
-             str(synthetic_chain / "registry"))
+             str(synthetic_chain / "registry"), "--registry-only")
     assert "-> chain-1" in r.stdout
 
 

@@ -27,7 +27,8 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _promote(root: Path, slot: str, mid: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(REPO / "scripts" / "promote_model.py"), "--to", slot, "--id", mid,
-                           "--registry", str(root)], capture_output=True, text=True, cwd=REPO, timeout=120)
+                           "--registry", str(root), "--registry-only"], capture_output=True, text=True, cwd=REPO,
+                          timeout=120)
 
 
 def test_manifest_records_both_models_with_benchmarks(registry: Path) -> None:

@@ -249,10 +249,24 @@ def test_thresholds_frozen_after_the_ramp_then_bounded_steps() -> None:
 def test_adaptive_step_is_bounded(tau: float, hold: float, precision: float) -> None:
     from tidegate.release.spec import Adaptive
 
-    p = Adaptive(enabled=True, maxStep=0.01, minTau=0.0, maxTau=1.0)
     hold = min(hold, tau)
-    e, h = adaptive_step(tau, hold, precision, p)
-    assert abs(e - tau) <= 0.01 + 1e-9 and 0 <= h <= e + 1e-9
+    for lo, hi in ((0.0, 1.0), (0.5, 0.95)):  # the default bounds too: tau may start outside them
+        p = Adaptive(enabled=True, maxStep=0.01, minTau=lo, maxTau=hi)
+        e, h = adaptive_step(tau, hold, precision, p)
+        assert abs(e - tau) <= 0.01 + 1e-9 and 0 <= h <= e + 1e-9
+        if precision < p.targetPrecision - p.band:
+            assert e >= tau  # pickier, never looser
+        elif precision > p.targetPrecision + p.band:
+            assert e <= tau
+
+
+def test_adaptive_step_walks_into_the_bounds_instead_of_jumping() -> None:
+    from tidegate.release.spec import Adaptive
+
+    p = Adaptive(enabled=True, maxStep=0.01, minTau=0.5, maxTau=0.95)
+    assert adaptive_step(0.0258, 0.0255, 0.30, p) == pytest.approx((0.0358, 0.0355))  # low precision: up one step
+    assert adaptive_step(0.0258, 0.0255, 0.90, p) == (0.0258, 0.0255)  # high precision: cannot go lower, stays
+    assert adaptive_step(0.945, 0.9, 0.30, p) == pytest.approx((0.95, 0.905))  # capped at maxTau
 
 
 # -- properties over random tick sequences --------------------------------------------------------

@@ -26,6 +26,7 @@ REQUIRED = ["precision-halt", "volatility-halt", "parity-failure", "drift", "aut
 COMMANDS = re.compile(r"tidegate release (status|promote|abort|pause|resume|retry) NAME"
                       r"|kubectl tidegate (status|history|promote|abort|pause|resume) NAME"
                       r"|scripts/promote_model\.py --to active --id \w+"
+                      r"|tidegate rollout (show|set --mode \w+ --reason \"[^\"]+\")"
                       r"|scripts/release\.sh --shadow-id MODEL_ID"
                       r"|python scripts/validate_config\.py --config config/app\.yml")
 

@@ -68,6 +68,10 @@ from tidegate.refdocs.cli import docs as _docs_group  # noqa: E402  (docs genera
 
 main.add_command(_docs_group)
 
+from tidegate.rollout.cli import rollout as _rollout_group  # noqa: E402  (rollout show|set)
+
+main.add_command(_rollout_group)
+
 from tidegate.report.cli import report as _report_command  # noqa: E402  (release report NAME)
 
 _release_group.add_command(_report_command)

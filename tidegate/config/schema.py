@@ -45,8 +45,10 @@ class PrometheusConfig(Section):
 
 
 class RolloutConfig(Section):
-    mode: Literal["disabled", "canary", "full"] = Field(
-        "disabled", description="disabled: paper only; canary: fraction to the candidate; full: all")
+    mode: Literal["disabled", "canary", "full"] | None = Field(
+        None, description="unset: follow the release engine's stored state (paper only before any release); "
+                          "disabled: paper only, overriding any stored state (the operator's halt); canary|full: "
+                          "the routing while no release state is stored")
     canary_fraction: float = Field(0.10, ge=0.0, le=1.0, description="share of signals routed to canary")
     rng_seed: int = Field(1337, ge=0, description="salt of the deterministic routing hash")
 

@@ -25,7 +25,13 @@ def adaptive_step(tau_entry: float, tau_hold: float, precision: float, policy: A
         delta = -policy.maxStep
     else:
         return tau_entry, tau_hold
-    new_entry = _clip(tau_entry + delta, policy.minTau, policy.maxTau)
+    # Bounds stop a move, they never cause one: a threshold outside [minTau, maxTau] (a model
+    # trained to approve at 0.03 under the default minTau 0.5) walks toward the range by at most
+    # maxStep when precision asks for that direction, and stays put otherwise.
+    if delta > 0:
+        new_entry = max(tau_entry, min(tau_entry + delta, policy.maxTau))
+    else:
+        new_entry = min(tau_entry, max(tau_entry + delta, policy.minTau))
     applied = new_entry - tau_entry
     new_hold = _clip(tau_hold + applied, 0.0, new_entry)
     return new_entry, new_hold

@@ -9,14 +9,20 @@ Writes are idempotent: ``put`` compares the stored value first and writes nothin
 when the routing is already what the engine wants, so an effect repeated after a
 crash neither bumps the KV revision nor wakes every watcher.
 
-A missing key or a deleted key reads as the safe default (``mode=disabled``):
-a service that starts before any release routes everything to paper.
+A missing or deleted key is ``None`` to the view's policy. Services use
+:func:`config_policy`: config/app.yml's ``rollout`` block decides then (and its
+``mode: disabled`` overrides any stored state, the operator's halt); anything
+else without a policy reads it as the safe default (``mode=disabled``).
+
+Writers other than the engine: ``tidegate rollout set`` and
+``scripts/promote_model.py --to active`` (:func:`update_stored`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -25,7 +31,8 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError
 from nats.js.kv import KeyValue
 
-from tidegate.rollout.state import RolloutState
+from tidegate.config.schema import RolloutConfig
+from tidegate.rollout.state import RolloutState, effective_state
 
 log = logging.getLogger(__name__)
 
@@ -73,20 +80,20 @@ class RolloutKV:
         await self.kv.put(KEY, state.to_bytes())
         return True
 
-    async def watch(self) -> AsyncIterator[RolloutState]:
-        """Yield the current state (default when none), then every change, until cancelled."""
+    async def watch(self) -> AsyncIterator[RolloutState | None]:
+        """Yield the current state (None when nothing is stored), then every change, until cancelled."""
         watcher = await self.kv.watch(KEY)
         try:
             first = True
             async for entry in watcher:
                 if entry is None:  # end of the initial values: nothing stored yet
                     if first:
-                        yield RolloutState()
+                        yield None
                     first = False
                     continue
                 first = False
                 if entry.operation in ("DEL", "PURGE") or not entry.value:
-                    yield RolloutState()
+                    yield None
                     continue
                 try:
                     yield RolloutState.from_bytes(entry.value)
@@ -97,19 +104,47 @@ class RolloutKV:
                 await watcher.stop()
 
 
+async def update_stored(store: RolloutKV, *, reason: str, **changes: object
+                        ) -> tuple[RolloutState | None, RolloutState]:
+    """An operator's change to the stored state (the fields in ``changes``), revision + 1; (before, after).
+
+    The engine writes whole states at its own transitions, so a running release's
+    next transition overwrites this: pause or abort it first (docs/runbook.md).
+    """
+    current = await store.get()
+    base = current or RolloutState()
+    new = RolloutState.model_validate({**base.model_dump(), **changes, "revision": base.revision + 1,
+                                       "reason": reason})
+    await store.kv.put(KEY, new.to_bytes())
+    return current, new
+
+
 OnChange = Callable[[RolloutState, RolloutState], Awaitable[None] | None]
+Policy = Callable[[RolloutState | None], RolloutState]
+
+
+def stored_or_default(stored: RolloutState | None) -> RolloutState:
+    return stored if stored is not None else RolloutState()
+
+
+def config_policy(cfg: RolloutConfig) -> Policy:
+    """The services' policy: the stored state under config/app.yml's rollout block (state.effective_state)."""
+    return functools.partial(effective_state, config_mode=cfg.mode, canary_fraction=cfg.canary_fraction,
+                             rng_seed=cfg.rng_seed)
 
 
 class RolloutView:
     """A live in-memory copy of the rollout state for a service (executor, ai_scorer).
 
     ``view.state`` is always a complete, validated RolloutState (the safe default
-    until the first value arrives). ``on_change(old, new)`` runs after each change.
+    until the first value arrives): ``policy`` of the stored one (None when nothing
+    is stored). ``on_change(old, new)`` runs after each change.
     """
 
-    def __init__(self, store: RolloutKV, *, on_change: OnChange | None = None):
+    def __init__(self, store: RolloutKV, *, on_change: OnChange | None = None, policy: Policy = stored_or_default):
         self.store = store
         self.on_change = on_change
+        self.policy = policy
         self.state = RolloutState()
         self.updates = 0
         self._ready = asyncio.Event()
@@ -122,7 +157,8 @@ class RolloutView:
         return self
 
     async def _run(self) -> None:
-        async for new in self.store.watch():
+        async for stored in self.store.watch():
+            new = self.policy(stored)
             old, self.state = self.state, new
             self.updates += 1
             self._ready.set()
@@ -152,8 +188,8 @@ class RolloutView:
             self._task = None
 
 
-async def open_view(nc: nats.NATS, bucket: str = DEFAULT_BUCKET, *,
-                    on_change: OnChange | None = None) -> RolloutView:
+async def open_view(nc: nats.NATS, bucket: str = DEFAULT_BUCKET, *, on_change: OnChange | None = None,
+                    policy: Policy = stored_or_default) -> RolloutView:
     """Start a RolloutView on an existing NATS connection (the usual entry point for services)."""
     store = await RolloutKV.open(nc.jetstream(), bucket)
-    return await RolloutView(store, on_change=on_change).start()
+    return await RolloutView(store, on_change=on_change, policy=policy).start()

@@ -44,3 +44,29 @@ class RolloutState(BaseModel):
         """True when two states route and score identically (revision and reason aside)."""
         skip = {"revision", "reason"}
         return self.model_dump(exclude=skip) == other.model_dump(exclude=skip)
+
+
+def effective_state(stored: RolloutState | None, *, config_mode: Mode | None, canary_fraction: float,
+                    rng_seed: int) -> RolloutState:
+    """What the services route and score by: the engine's stored state under config/app.yml's ``rollout`` block.
+
+    - Config mode unset: the stored state, or paper only while nothing is stored.
+    - Nothing stored (no release has written a state): the config's mode, fraction and
+      seed, the seed's static setup ("update config/app.yml ... ~10% of approved signals
+      hash to route=canary"); the candidate is then the registry's shadow slot.
+    - Config mode ``disabled``: paper-only routing whatever is stored. It is the
+      operator's halt (runbook), and a running release cannot undo it; the models
+      named in the stored state keep scoring so the paper route keeps its evidence.
+    - Otherwise the stored state, as the release engine wrote it.
+    """
+    if config_mode is None:
+        return stored if stored is not None else RolloutState()
+    if stored is None:
+        return RolloutState(mode=config_mode, canary_fraction=canary_fraction if config_mode == "canary" else 0.0,
+                            rng_seed=rng_seed, reason="config/app.yml rollout (no release state stored)")
+    if config_mode == "disabled" and stored.mode != "disabled":
+        return stored.model_copy(update={"mode": "disabled", "canary_fraction": 0.0,
+                                         "reason": f"config/app.yml rollout.mode=disabled overrides "
+                                                   f"{stored.mode!r} ({stored.reason})"})
+    return stored
+

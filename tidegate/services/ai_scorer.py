@@ -38,7 +38,7 @@ from tidegate.bus.dedupe import RecentIds
 from tidegate.bus.messages import ApprovedMsg, CandidateMsg, ShadowBatchMsg
 from tidegate.features import schema_hash
 from tidegate.registry import Registry
-from tidegate.rollout import RolloutState, bucket, open_view, route
+from tidegate.rollout import RolloutState, bucket, config_policy, open_view, route
 from tidegate.services.runtime import ServiceContext, run_service
 from tidegate.services.scorer_models import LoadedModel, ModelSet, active_thresholds, shadow_thresholds
 
@@ -243,7 +243,8 @@ async def serve(ctx: ServiceContext) -> None:
         scorer.state = new
         swap.set()
 
-    view = await open_view(bus.nc, ctx.cfg.nats.kv_bucket, on_change=on_rollout)
+    view = await open_view(bus.nc, ctx.cfg.nats.kv_bucket, on_change=on_rollout,
+                           policy=config_policy(ctx.cfg.rollout))
     scorer.state = view.state
     await asyncio.to_thread(scorer.refresh)
     if scorer.models.active is None:

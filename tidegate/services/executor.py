@@ -31,7 +31,7 @@ from tidegate.execution.venue import (
     market_rules,
     real_credentials,
 )
-from tidegate.rollout import open_view, route
+from tidegate.rollout import config_policy, open_view, route
 from tidegate.services.runtime import ServiceContext, run_service
 
 NAME = "executor"
@@ -59,7 +59,7 @@ async def serve(ctx: ServiceContext) -> None:
     rules = {s: market_rules(ex, s) for s in cfg.symbols}
     venue = CcxtVenue(ex) if real else None
     bus = await ctx.connect()
-    view = await open_view(bus.nc, cfg.nats.kv_bucket,
+    view = await open_view(bus.nc, cfg.nats.kv_bucket, policy=config_policy(cfg.rollout),
                            on_change=lambda old, new: ctx.log.info(
                                "rollout state: mode=%s fraction=%.2f active=%s candidate=%s", new.mode,
                                new.canary_fraction, new.active_model_id, new.candidate_model_id))

@@ -43,7 +43,7 @@ from tidegate.registry.metadata import ModelMetadata
 from tidegate.risk import drift
 from tidegate.risk.book import ROUTES, HourlyCounts, RiskBook
 from tidegate.risk.trading import HORIZONS_MS, FillRecord
-from tidegate.rollout import open_view
+from tidegate.rollout import config_policy, open_view
 from tidegate.services.runtime import ServiceContext, run_service
 
 NAME = "risk"
@@ -165,7 +165,7 @@ async def serve(ctx: ServiceContext) -> None:
         sup.hourly.set_active(active)
         sup.load_reference(active)
 
-    view = await open_view(bus.nc, cfg.nats.kv_bucket, on_change=on_rollout)
+    view = await open_view(bus.nc, cfg.nats.kv_bucket, on_change=on_rollout, policy=config_policy(cfg.rollout))
     on_rollout(None, view.state)
 
     def on_book(msg: BookMsg) -> None:
