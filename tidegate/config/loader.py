@@ -151,3 +151,16 @@ def validate_config_file(path: str | Path, *, env: Mapping[str, str] | None = No
     except ConfigError as exc:
         return exc.problems
     return []
+
+
+def load_config_or_exit(path: Path) -> AppConfig:
+    """For commands: the config, or its error on stderr and exit 2 (the CLIs' "bad input" code)."""
+    import sys
+
+    import click
+
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)

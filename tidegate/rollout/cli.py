@@ -12,13 +12,9 @@ DEFAULT_CONFIG = "config/app.yml"
 
 
 def _config(path: Path):  # type: ignore[no-untyped-def]
-    from tidegate.config import ConfigError, load_config
+    from tidegate.config.loader import load_config_or_exit
 
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        click.echo(str(exc), err=True)
-        sys.exit(2)
+    return load_config_or_exit(path)
 
 
 @click.group()
