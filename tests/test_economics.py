@@ -21,8 +21,9 @@ import pytest
 from tidegate.features.schema import FEATURE_NAMES
 from tidegate.market.synthetic import generate
 from tidegate.pipeline.canary import CanaryGates
+from tidegate.pipeline.canary_days import LabelledDay
 from tidegate.pipeline.dump import frame_table
-from tidegate.pipeline.economics import Candidates, markout_profile, rule_search, session_economics, summarize
+from tidegate.pipeline.economics import markout_profile, rule_search, session_economics, summarize
 from tidegate.pipeline.labeling import LabelParams, label_table
 from tidegate.release.verdicts import Verdict
 
@@ -82,7 +83,7 @@ def test_rule_search_finds_the_feature_that_separates_winners() -> None:
     filled = np.ones(n, bool)
     good = x[:, j] >= 0.6  # the top 20 %: +1 bps winners; everything else loses 2 bps
     markout = np.where(good, 1.0, -2.0)
-    rules = rule_search(Candidates(x, filled, markout, good), GATES)
+    rules = rule_search(LabelledDay("t", "all", (), x, filled, markout, good), GATES)
     by_name = {r.name: r for r in rules}
     top = next(r for r in rules if r.feature == "imbalance_l1" and r.op == ">=" and math.isclose(r.quantile, 0.8))
     assert top.verdict == Verdict.PASS and top.outcome.trades == 80 and top.outcome.win_rate == 1.0
@@ -98,7 +99,7 @@ def test_rule_search_finds_the_feature_that_separates_winners() -> None:
     assert flat == []  # a constant feature approves all or nothing: no rule
     report = summarize([], rules, GATES, LabelParams())
     assert report["rules"]["passing"] == 3 and report["verdict"].startswith("3 of ")
-    few = rule_search(Candidates(x[:30], filled[:30], markout[:30], good[:30]), GATES)
+    few = rule_search(LabelledDay("t", "all", (), x[:30], filled[:30], markout[:30], good[:30]), GATES)
     assert {r.verdict for r in few} <= {Verdict.INSUFFICIENT, Verdict.FAIL}
     assert any(r.verdict == Verdict.INSUFFICIENT for r in few)
 

@@ -88,8 +88,8 @@ class TradeOutcome:
 
     def to_json(self) -> dict[str, object]:
         return {"candidates": self.candidates, "entries": self.entries, "trades": self.trades, "wins": self.wins,
-                "fill_rate": _num(self.fill_rate), "win_rate": _num(self.win_rate),
-                "avg_markout_bps": _num(self.avg_markout_bps)}
+                "fill_rate": json_number(self.fill_rate), "win_rate": json_number(self.win_rate),
+                "avg_markout_bps": json_number(self.avg_markout_bps)}
 
 
 def outcome(approved: np.ndarray, filled: np.ndarray, markout_bps: np.ndarray, won: np.ndarray) -> TradeOutcome:
@@ -101,7 +101,7 @@ def outcome(approved: np.ndarray, filled: np.ndarray, markout_bps: np.ndarray, w
                         markout_sum_bps=float(np.sum(np.asarray(markout_bps, np.float64)[traded])))
 
 
-def _num(x: float) -> float | None:
+def json_number(x: float) -> float | None:
     return None if math.isnan(x) or math.isinf(x) else round(float(x), 6)
 
 
@@ -115,7 +115,7 @@ def judge(candidate: TradeOutcome, active: TradeOutcome | None, gates: CanaryGat
     for gate, value, threshold, word in checks:
         expr = f"{word} >= {threshold:g}"
         if n < gates.min_trades:
-            out.append(GateVerdict(gate, Verdict.INSUFFICIENT, _num(value), n, threshold, expr,
+            out.append(GateVerdict(gate, Verdict.INSUFFICIENT, json_number(value), n, threshold, expr,
                                    f"{n} trades < min_trades {gates.min_trades}"))
         else:
             ok = value >= threshold
@@ -125,7 +125,7 @@ def judge(candidate: TradeOutcome, active: TradeOutcome | None, gates: CanaryGat
         expr = f"win_rate >= active win_rate - {gates.winrate_delta_pp:g}pp"
         if n < gates.min_trades or active.trades < gates.min_trades:
             who, k = ("candidate", n) if n < gates.min_trades else ("active model", active.trades)
-            out.append(GateVerdict("winrate_vs_active", Verdict.INSUFFICIENT, _num(candidate.win_rate), n, None,
+            out.append(GateVerdict("winrate_vs_active", Verdict.INSUFFICIENT, json_number(candidate.win_rate), n, None,
                                    expr, f"{who} has {k} trades < min_trades {gates.min_trades}"))
         else:
             threshold = active.win_rate - gates.winrate_delta_pp / 100.0
@@ -169,8 +169,9 @@ class GroupResult:
         return {"group": self.name, "source": self.source, "regime": self.regime, "verdict": str(self.verdict),
                 "sessions": list(self.sessions), "candidate": self.candidate.to_json(),
                 "active": self.active.to_json() if self.active is not None else None,
-                "gates": [{"gate": v.gate, "verdict": str(v.verdict), "value": _num(v.value) if v.value is not None
-                           else None, "threshold": v.threshold, "trades": v.sample, "rule": v.query,
+                "gates": [{"gate": v.gate, "verdict": str(v.verdict),
+                           "value": json_number(v.value) if v.value is not None else None,
+                           "threshold": v.threshold, "trades": v.sample, "rule": v.query,
                            "reason": v.reason} for v in self.gates],
                 "in_sample_sessions": list(self.in_sample),
                 "market": self.market.to_json() if self.market is not None else None}

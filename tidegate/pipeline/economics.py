@@ -32,7 +32,8 @@ import pyarrow as pa
 
 from tidegate.features.formulas import model_matrix
 from tidegate.features.schema import FEATURE_NAMES, MARKET_FEATURES
-from tidegate.pipeline.canary import CanaryGates, TradeOutcome, judge, outcome
+from tidegate.pipeline.canary import CanaryGates, TradeOutcome, json_number, judge, outcome
+from tidegate.pipeline.canary_days import LabelledDay
 from tidegate.pipeline.labeling import LabelParams, label_session, session_columns
 from tidegate.release.verdicts import Verdict
 
@@ -50,23 +51,8 @@ class SessionEconomics:
 
     def to_json(self) -> dict[str, object]:
         return {"session": self.session, "symbol": self.symbol, "market": self.market.to_json(),
-                "markout_profile_bps": {str(h): _num(v) for h, v in self.profile_bps.items()},
+                "markout_profile_bps": {str(h): json_number(v) for h, v in self.profile_bps.items()},
                 "markout_profile_trades": {str(h): n for h, n in self.profile_trades.items()}}
-
-
-@dataclass(frozen=True)
-class Candidates:
-    """Every labelled candidate entry of some sessions: model inputs and what the entry would have done."""
-
-    features: np.ndarray  # float32 (n, len(FEATURE_NAMES))
-    filled: np.ndarray
-    markout_bps: np.ndarray
-    won: np.ndarray
-
-    @staticmethod
-    def concat(parts: Sequence[Candidates]) -> Candidates:
-        return Candidates(np.concatenate([p.features for p in parts]), np.concatenate([p.filled for p in parts]),
-                          np.concatenate([p.markout_bps for p in parts]), np.concatenate([p.won for p in parts]))
 
 
 @dataclass(frozen=True)
@@ -83,12 +69,8 @@ class RuleResult:
         return f"{self.feature} {self.op} {self.threshold:.4g}"
 
     def to_json(self) -> dict[str, object]:
-        return {"rule": self.name, "feature": self.feature, "op": self.op, "threshold": _num(self.threshold),
+        return {"rule": self.name, "feature": self.feature, "op": self.op, "threshold": json_number(self.threshold),
                 "quantile": self.quantile, "verdict": str(self.verdict), **self.outcome.to_json()}
-
-
-def _num(x: float) -> float | None:
-    return None if not np.isfinite(x) else round(float(x), 6)
 
 
 def mid_series(cols: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -117,10 +99,10 @@ def markout_profile(fill_t: np.ndarray, side: np.ndarray, price: np.ndarray, mid
 
 
 def session_economics(table: pa.Table, params: LabelParams, horizons_ms: Sequence[int] = HORIZONS_MS
-                      ) -> tuple[list[SessionEconomics], Candidates]:
+                      ) -> tuple[list[SessionEconomics], LabelledDay]:
     """Per-session market outcome and markout profile, and every candidate pooled (for the rule search)."""
     sessions: list[SessionEconomics] = []
-    parts: list[Candidates] = []
+    parts: list[LabelledDay] = []
     for sc in session_columns(table):
         cols = sc.cols
         lab = label_session(cols, params)
@@ -136,13 +118,15 @@ def session_economics(table: pa.Table, params: LabelParams, horizons_ms: Sequenc
         market = outcome(np.ones(len(rows), bool), filled, lab["markout_bps"], won)
         sessions.append(SessionEconomics(sc.session, sc.symbol, market, prof, counts))
         x = model_matrix({n: cols[n][rows] for n in MARKET_FEATURES}, lab["side"])
-        parts.append(Candidates(x, filled, lab["markout_bps"], won))
+        parts.append(LabelledDay("economics", sc.regime, (sc.session,), x, filled, lab["markout_bps"], won))
     if not parts:
         raise ValueError("no candidate entries: sessions too short for warm-up plus horizons")
-    return sessions, Candidates.concat(parts)
+    return sessions, LabelledDay("economics", "all", tuple(s for p in parts for s in p.sessions),
+                                 np.concatenate([p.features for p in parts]), np.concatenate([p.filled for p in parts]),
+                                 np.concatenate([p.markout_bps for p in parts]), np.concatenate([p.won for p in parts]))
 
 
-def rule_search(c: Candidates, gates: CanaryGates, quantiles: Sequence[float] = DECILES) -> list[RuleResult]:
+def rule_search(c: LabelledDay, gates: CanaryGates, quantiles: Sequence[float] = DECILES) -> list[RuleResult]:
     """Every one-feature threshold rule at the given quantiles of each model feature, judged by the gates."""
     plain = CanaryGates(gates.winrate_target, gates.markout_min_bps, gates.fill_rate_min, gates.min_trades, None)
     out: list[RuleResult] = []

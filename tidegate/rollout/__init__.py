@@ -33,14 +33,14 @@ it, under config/app.yml's ``rollout`` block (``config_policy``). API for servic
 """
 
 from tidegate.rollout.kv import (
-                                 DEFAULT_BUCKET,
-                                 KEY,
-                                 RolloutKV,
-                                 RolloutView,
-                                 config_policy,
-                                 open_bucket,
-                                 open_view,
-                                 update_stored,
+    DEFAULT_BUCKET,
+    KEY,
+    RolloutKV,
+    RolloutView,
+    config_policy,
+    open_bucket,
+    open_view,
+    update_stored,
 )
 from tidegate.rollout.routing import BUCKETS, Route, bucket, is_canary, route
 from tidegate.rollout.state import MODES, Mode, RolloutState

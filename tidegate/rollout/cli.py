@@ -11,12 +11,6 @@ import click
 DEFAULT_CONFIG = "config/app.yml"
 
 
-def _config(path: Path):  # type: ignore[no-untyped-def]
-    from tidegate.config.loader import load_config_or_exit
-
-    return load_config_or_exit(path)
-
-
 @click.group()
 def rollout() -> None:
     """The live rollout state in NATS KV (mode, canary fraction, active and candidate models)."""
@@ -26,9 +20,10 @@ def rollout() -> None:
 @click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(path_type=Path))
 def show_cmd(config_path: Path) -> None:
     """The stored state and the effective one (under config/app.yml's rollout block), as JSON."""
+    from tidegate.config.loader import load_config_or_exit
     from tidegate.rollout.manual import LiveStateUnavailable, read_states
 
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     try:
         stored, effective = read_states(cfg)
     except LiveStateUnavailable as exc:
@@ -48,10 +43,11 @@ def show_cmd(config_path: Path) -> None:
 def set_cmd(config_path: Path, mode: str | None, canary_fraction: float | None, active_id: str | None,
             reason: str) -> None:
     """Change the stored state now (every service follows within milliseconds). Pause a running release first."""
+    from tidegate.config.loader import load_config_or_exit
     from tidegate.registry import Registry
     from tidegate.rollout.manual import LiveStateUnavailable, set_state
 
-    cfg = _config(config_path)
+    cfg = load_config_or_exit(config_path)
     changes: dict[str, object] = {k: v for k, v in (("mode", mode), ("canary_fraction", canary_fraction),
                                                      ("active_model_id", active_id)) if v is not None}
     if not changes:

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import nats
 
 from tidegate.config.schema import AppConfig
-from tidegate.rollout.kv import RolloutKV, update_stored
-from tidegate.rollout.state import RolloutState, effective_state
+from tidegate.rollout.kv import RolloutKV, config_policy, update_stored
+from tidegate.rollout.state import RolloutState
 
 
 class LiveStateUnavailable(RuntimeError):
@@ -54,8 +54,7 @@ def read_states(cfg: AppConfig) -> tuple[RolloutState | None, RolloutState]:
         return await store.get()
 
     stored = asyncio.run(_with_store(cfg, go))
-    r = cfg.rollout
-    return stored, effective_state(stored, config_mode=r.mode, canary_fraction=r.canary_fraction, rng_seed=r.rng_seed)
+    return stored, config_policy(cfg.rollout)(stored)  # exactly what the services' views compute
 
 
 def set_state(cfg: AppConfig, *, reason: str, **changes: object) -> LiveChange:
