@@ -12,6 +12,7 @@ import asyncio
 import datetime as dt
 import hashlib
 import json
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -68,14 +69,27 @@ def make_registry(root: Path, ids: tuple[str, ...] = ("old-1", "cand-1"), *, act
 
 
 class Exporter:
-    """The guard-rail series, served on a Prometheus slot; ``set`` scripts them."""
+    """The guard-rail series, served on a Prometheus slot; ``set`` scripts them.
 
-    def __init__(self, port: int):
+    The win-rate gate reads trade *counters* over the canary stage (``increase()``), so the
+    exporter runs a scripted trade flow: ``sample_canary=N`` means the candidate's canary closes
+    N/10 trades per second (the active model's other routes nine times as many), winning
+    ``winrate_canary`` (``winrate_baseline_active``) of them; every trade is its own cluster.
+    The seed's gauges are served with the same numbers for dashboards and reports.
+    """
+
+    FLOW = 0.1   # canary trades per second per unit of sample_canary
+
+    def __init__(self, port: int, *, candidate: str = "cand-1", active: str = "old-1"):
         self.registry = CollectorRegistry()
 
         def gauge(name: str) -> Gauge:
             s = metric_spec(name)
             return Gauge(s.client_name, s.help, s.labels, registry=self.registry)
+
+        def counter(name: str) -> Counter:
+            s = metric_spec(name)
+            return Counter(s.client_name, s.help, s.labels, registry=self.registry)
 
         self.winrate_canary = gauge("winrate_canary")
         self.winrate_baseline = gauge("winrate_baseline_active")
@@ -85,34 +99,82 @@ class Exporter:
         self.ece = gauge("ece_online")
         self.psi = gauge("psi_feature")
         self.ks = gauge("ks_feature")
+        self.closed = counter("trades_closed_total")
+        self.won = counter("trades_won_total")
+        self.clusters = counter("trade_clusters_total")
         s = metric_spec("onnx_parity_fail_total")
         self.parity = Counter(s.client_name, s.help, registry=self.registry)
         self.parity.inc(0)
+        self.arms = {"canary": ("canary", candidate), "baseline": ("paper", active)}
+        self.flow = {"canary": [0.0, 0.0], "baseline": [0.0, 0.0]}      # trades/s, win fraction
+        self.done = {"canary": [0, 0], "baseline": [0, 0]}              # trades, wins exported
+        self.exact = {"canary": [0.0, 0.0], "baseline": [0.0, 0.0]}
+        for route, model in self.arms.values():
+            self.closed.labels(route=route, model=model)
+            self.won.labels(route=route, model=model)
+            for stat in ("clusters", "trades", "wins", "trades_sq", "wins_sq", "wins_trades"):
+                self.clusters.labels(route=route, model=model, stat=stat)
+        self.lock = threading.Lock()
+        self.stopped = threading.Event()
         self.set(**HEALTHY)
         self.server, self.thread = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        self.ticker = threading.Thread(target=self._run, name="exporter-flow", daemon=True)
+        self.ticker.start()
+
+    def _run(self) -> None:
+        last = time.monotonic()
+        while not self.stopped.wait(0.05):
+            now = time.monotonic()
+            self._advance(now - last)
+            last = now
+
+    def _advance(self, dt_s: float) -> None:
+        with self.lock:
+            for arm, (rate, win) in self.flow.items():
+                exact = self.exact[arm]
+                exact[0] += rate * dt_s
+                exact[1] += rate * dt_s * win
+                n, w = int(exact[0]), min(int(exact[0]), round(exact[1]))
+                dn, dw = n - self.done[arm][0], max(0, w - self.done[arm][1])
+                if dn <= 0:
+                    continue
+                dw = min(dw, dn)
+                route, model = self.arms[arm]
+                self.closed.labels(route=route, model=model).inc(dn)
+                self.won.labels(route=route, model=model).inc(dw)
+                for stat, amount in (("clusters", dn), ("trades", dn), ("trades_sq", dn), ("wins", dw),
+                                     ("wins_sq", dw), ("wins_trades", dw)):
+                    self.clusters.labels(route=route, model=model, stat=stat).inc(amount)
+                self.done[arm] = [n, self.done[arm][1] + dw]
 
     def set(self, **values: float) -> None:
-        for key, value in values.items():
-            if key == "winrate_canary":
-                self.winrate_canary.set(value)
-            elif key == "winrate_baseline_active":
-                self.winrate_baseline.set(value)
-            elif key == "sample_canary":
-                self.sample_canary.set(value)
-            elif key == "fill_rate":
-                self.fill_rate.labels(route="canary").set(value)
-            elif key == "markout":
-                self.markout.labels(route="canary").set(value)
-            elif key == "ece":
-                self.ece.set(value)
-            elif key in ("psi", "ks"):
-                g = self.psi if key == "psi" else self.ks
-                g.labels(feature="spread_bps").set(value)
-                g.labels(feature="ofi_1s").set(value / 2)
-            else:
-                raise KeyError(key)
+        with self.lock:
+            for key, value in values.items():
+                if key == "winrate_canary":
+                    self.winrate_canary.set(value)
+                    self.flow["canary"][1] = value
+                elif key == "winrate_baseline_active":
+                    self.winrate_baseline.set(value)
+                    self.flow["baseline"][1] = value
+                elif key == "sample_canary":
+                    self.sample_canary.set(value)
+                    self.flow["canary"][0] = value * self.FLOW
+                    self.flow["baseline"][0] = 9 * value * self.FLOW
+                elif key == "fill_rate":
+                    self.fill_rate.labels(route="canary").set(value)
+                elif key == "markout":
+                    self.markout.labels(route="canary").set(value)
+                elif key == "ece":
+                    self.ece.set(value)
+                elif key in ("psi", "ks"):
+                    g = self.psi if key == "psi" else self.ks
+                    g.labels(feature="spread_bps").set(value)
+                    g.labels(feature="ofi_1s").set(value / 2)
+                else:
+                    raise KeyError(key)
 
     def close(self) -> None:
+        self.stopped.set()
         self.server.shutdown()
         self.server.server_close()
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tidegate.release.gates import Sample, gate_queries, gates_for_stage, judge
+from tidegate.release.gates import GateContext, Sample, gate_queries, gates_for_stage, judge
 from tidegate.release.spec import effective_limits, parse_release
 from tidegate.release.verdicts import Verdict
 
@@ -17,27 +17,91 @@ LIMITS = effective_limits(parse_release({"metadata": {"name": "t"}, "spec": {
 OK = Sample.ok
 
 
-BASE, N500 = OK(0.55), OK(500)
+THRESHOLD = LIMITS.model_copy(update={"winrate_test": "threshold"})
 
 
-def wr(canary: Sample, baseline: Sample = BASE, sample: Sample = N500) -> dict[str, Sample]:
-    return {"canary": canary, "baseline": baseline, "sample": sample}
+def wr(rate_c: float | Sample, rate_b: float = 0.55, n_c: int | Sample = 500, n_b: int = 4500,
+       clusters: dict[str, float] | None = None) -> dict[str, Sample]:
+    """The win-rate gate's samples for counts; a Sample in place of a number scripts a broken query."""
+    def num(x: float | Sample) -> Sample:
+        return x if isinstance(x, Sample) else OK(float(x))
+
+    nc = n_c if isinstance(n_c, Sample) else OK(float(n_c))
+    wc = rate_c if isinstance(rate_c, Sample) else OK(round(rate_c * (n_c if isinstance(n_c, int) else 500)))
+    out = {"n_c": nc, "w_c": wc, "n_b": num(n_b), "w_b": num(round(rate_b * n_b))}
+    for arm in ("c", "b"):   # by default every trade is its own cluster (independent trades)
+        n, w = out[f"n_{arm}"].value, out[f"w_{arm}"].value
+        if n is not None and w is not None and math.isfinite(n) and math.isfinite(w):
+            out[f"clusters_{arm}"] = Sample(values={"clusters": n, "trades": n, "wins": w, "trades_sq": n,
+                                                    "wins_sq": w, "wins_trades": w}, age=0.0)
+    if clusters is not None:
+        out["clusters_c"] = Sample(values=clusters, age=0.0)
+    return out
+
+
+# the seed's rule (test: threshold), on this attempt's counts
+THRESHOLD_CASES = [
+    (wr(0.56), Verdict.PASS, ">="),
+    (wr(0.50), Verdict.PASS, ">="),                       # exactly baseline - 5pp is not below
+    (wr(0.496), Verdict.FAIL, "< baseline"),
+    (wr(0.40, n_c=199), Verdict.INSUFFICIENT, "min_sample 200"),
+    (wr(0.40, n_c=200), Verdict.FAIL, "< baseline"),
+    (wr(Sample.ok(math.nan)), Verdict.UNAVAILABLE, "nan"),
+    (wr(Sample.empty()), Verdict.UNAVAILABLE, "empty"),
+    (wr(Sample.failed("ConnectionError: refused")), Verdict.UNAVAILABLE, "query failed"),
+    (wr(OK(280, age=11)), Verdict.UNAVAILABLE, "stale"),
+    (wr(0.40, n_c=Sample.empty()), Verdict.UNAVAILABLE, "n_c: no data"),
+    ({"w_c": OK(5.0)}, Verdict.UNAVAILABLE, "not queried"),
+]
+
+
+@pytest.mark.parametrize(("samples", "verdict", "fragment"), THRESHOLD_CASES)
+def test_threshold_winrate_verdicts(samples: dict[str, Sample], verdict: Verdict, fragment: str) -> None:
+    v = judge("winrate", THRESHOLD, samples)
+    assert v.verdict == verdict, v.reason
+    assert fragment.lower() in v.reason.lower()
+
+
+def test_sequential_winrate_needs_evidence_not_a_crossed_line() -> None:
+    """The same counts the seed's rule fails (45 vs 55 % over 200 canary trades, 10 points) FAIL under the
+    sequential test too; 49.6 % (crossing the line by a hair) does not; 30 % over 60 trades, below
+    min_sample, FAILs at once because the evidence is overwhelming."""
+    assert judge("winrate", LIMITS, wr(0.45, n_c=200)).verdict == Verdict.PASS   # 10 pp over 200: not yet evidence
+    assert judge("winrate", THRESHOLD, wr(0.45, n_c=200)).verdict == Verdict.FAIL
+    assert judge("winrate", LIMITS, wr(0.45, n_c=2000)).verdict == Verdict.FAIL
+    assert judge("winrate", LIMITS, wr(0.496)).verdict == Verdict.PASS
+    early = judge("winrate", LIMITS, wr(0.30, n_c=60))
+    assert early.verdict == Verdict.FAIL and "one-sided log_lambda" in early.reason
+    assert judge("winrate", LIMITS, wr(0.55, n_c=150)).verdict == Verdict.INSUFFICIENT
+
+
+def test_clustered_trades_inflate_the_variance() -> None:
+    """Two bursts of 30 canary trades that all lost are two observations, not 60: no FAIL."""
+    bursts = {"clusters": 2, "trades": 60, "wins": 0, "trades_sq": 1800, "wins_sq": 0, "wins_trades": 0}
+    assert judge("winrate", LIMITS, wr(0.0, n_c=60)).verdict == Verdict.FAIL
+    v = judge("winrate", LIMITS, wr(0.0, n_c=60, clusters=bursts))
+    assert v.verdict == Verdict.INSUFFICIENT and v.evidence is not None
+    assert v.evidence["design_effect_canary"] == 30.0
+
+
+def test_winrate_verdict_carries_the_evidence_and_resolved_queries() -> None:
+    ctx = GateContext(candidate="cand-1", active="old-1", since_s=3600.4)
+    v = judge("winrate", LIMITS, wr(0.45, n_c=2000), ctx)
+    assert (v.verdict, v.value, v.sample) == (Verdict.FAIL, 0.45, 2000)
+    assert v.threshold == pytest.approx(0.50)
+    ev = v.evidence
+    assert ev is not None and (ev["n_canary"], ev["n_baseline"], ev["alpha"]) == (2000, 4500, 0.05)
+    assert ev["upper_one_sided"] < 0 < ev["log_lambda_one_sided"] - ev["log_bound"]
+    q = {x.role: x.promql for x in gate_queries("winrate", LIMITS, ctx)}
+    assert q["n_c"] == 'sum(increase(trades_closed_total{route="canary",model="cand-1"}[3601s]))'
+    assert q["w_b"] == 'sum(increase(trades_won_total{route!="canary",model="old-1"}[3601s]))'
+    assert q["clusters_c"] == 'sum by (stat) (increase(trade_clusters_total{route="canary",model="cand-1"}[3601s]))'
+    no_stage = {x.role: x.promql for x in gate_queries("winrate", LIMITS)}
+    assert no_stage["n_c"] == 'sum(increase(trades_closed_total{route="canary"}[30m]))'   # winrate_window
 
 
 CASES = [
     # gate, samples, verdict, reason fragment
-    ("winrate", wr(OK(0.56)), Verdict.PASS, ">="),
-    ("winrate", wr(OK(0.50)), Verdict.PASS, ">="),                       # exactly baseline - 5pp is not below
-    ("winrate", wr(OK(0.4999)), Verdict.FAIL, "< baseline"),
-    ("winrate", wr(OK(0.40), sample=OK(199)), Verdict.INSUFFICIENT, "minSample 200"),
-    ("winrate", wr(OK(0.40), sample=OK(200)), Verdict.FAIL, "< baseline"),
-    ("winrate", wr(OK(math.nan)), Verdict.UNAVAILABLE, "nan"),
-    ("winrate", wr(Sample.empty()), Verdict.UNAVAILABLE, "empty"),
-    ("winrate", wr(Sample.failed("ConnectionError: refused")), Verdict.UNAVAILABLE, "query failed"),
-    ("winrate", wr(OK(0.56, age=11)), Verdict.UNAVAILABLE, "stale"),
-    ("winrate", wr(OK(0.56), baseline=OK(0.5, age=math.nan)), Verdict.UNAVAILABLE, "age unknown"),
-    ("winrate", wr(OK(0.40), sample=Sample.empty()), Verdict.UNAVAILABLE, "sample: no data"),
-    ("winrate", {"canary": OK(0.5)}, Verdict.UNAVAILABLE, "not queried"),
     ("parity", {"value": OK(0.0)}, Verdict.PASS, "no parity"),
     ("parity", {"value": OK(1.0)}, Verdict.FAIL, "critical"),
     ("parity", {"value": OK(math.inf)}, Verdict.UNAVAILABLE, "inf"),
@@ -62,14 +126,6 @@ def test_gate_verdicts(gate: str, samples: dict[str, Sample], verdict: Verdict, 
     assert v.verdict == verdict, v.reason
     assert fragment.lower() in v.reason.lower()
     assert v.gate == gate and v.query
-
-
-def test_winrate_verdict_carries_value_sample_threshold_and_resolved_query() -> None:
-    v = judge("winrate", LIMITS, wr(OK(0.45), OK(0.55), OK(400)))
-    assert (v.verdict, v.value, v.sample) == (Verdict.FAIL, 0.45, 400)
-    assert v.threshold == pytest.approx(0.50)
-    assert v.query == ("sum(sample_canary) >= 200 and min(winrate_canary) < "
-                       "max(winrate_baseline_active) - 5/100")
 
 
 def test_queries_use_the_release_windows_and_labels() -> None:

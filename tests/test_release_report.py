@@ -220,7 +220,13 @@ def test_report_with_prometheus_range_data_from_a_real_release_run(tmp_path: Pat
         prometheus.wait_up(prom_slot)
         exporter.set(sample_canary=50)     # canary starts with too few trades: INSUFFICIENT
         name = unique("report")
-        rel = parse_release(release_doc(name, prometheus_url=prometheus.url, port=prom_slot))
+        # ramp-50 lasts long enough for the drop to become evidence over the attempt's counts
+        stages = [{"name": "shadow", "weight": 0, "duration": 1},
+                  {"name": "canary", "weight": 10, "duration": 2, "maxDuration": 30},
+                  {"name": "ramp-25", "weight": 25, "duration": 1},
+                  {"name": "ramp-50", "weight": 50, "duration": 40},
+                  {"name": "full", "weight": 100}]
+        rel = parse_release(release_doc(name, prometheus_url=prometheus.url, port=prom_slot, stages=stages))
         state = tmp_path / "state"
         registry = make_registry(tmp_path / "registry", ("old-1", "cand-1"))
         driver = LocalDriver(rel, state_dir=state, registry=registry, provider=PrometheusProvider(prometheus.url),

@@ -10,6 +10,8 @@ from tidegate.risk import drift
 from tidegate.risk.book import RiskBook
 from tidegate.risk.trading import MS, FillRecord, markout_bps, mid_at
 
+S_NS = 1_000_000_000
+
 
 def test_markout_sign_fee_and_mid_lookup():
     assert markout_bps("buy", 100.0, 100.1) == pytest.approx(10.0)
@@ -74,3 +76,74 @@ def test_canary_is_compared_with_the_active_model_over_the_same_window():
     assert sup["winrate_baseline_active"] == 0.5 and sup["sample_baseline_active"] == 20
     book.closed = type(book.closed)(t for t in book.closed if t.route != "canary")
     assert book.supervision()["winrate_baseline_active"] == 60 / 70   # no canary: the whole window
+
+
+def _trade(rb: RiskBook, coid: str, route: str, model: str, t_ns: int, pieces: list[tuple[float, float]],
+           side: str = "buy") -> None:
+    """An entry order filled in ``pieces`` (price, qty) at ``t_ns``, then done."""
+    rb.on_order(coid, route, "new", qty=sum(q for _, q in pieces), entry=True)
+    rb.on_order(coid, route, "accepted", entry=True)
+    for i, (price, qty) in enumerate(pieces):
+        rb.on_fill("X", coid, FillRecord(t_ns + i, side, price, qty, 0.0, route, 0.6, model), entry=True)
+    rb.on_order(coid, route, "filled", entry=True)
+
+
+def test_a_trade_is_one_filled_entry_order_marked_by_its_quantity_weighted_fills():
+    """Fifteen pieces of one order are one trade (the demo once counted 360 'trades' from 126 orders)."""
+    rb = RiskBook()
+    rb.on_mid("X", 0, 100.0)
+    _trade(rb, "a", "paper", "m", 10, [(100.0, 1.0)] * 14 + [(99.0, 1.0)])
+    rb.on_mid("X", 500 * MS, 100.0)
+    assert rb.totals["paper"].trades == 0
+    closed = rb.on_mid("X", 1200 * MS, 100.0)
+    assert len(closed) == 1 and rb.totals["paper"].trades == 1 and rb.by_model[("paper", "m")] == [1, 1]
+    # 14 pieces at 0 bps, one at (100 - 99)/99 bps: the weighted mean is a fifteenth of the last
+    assert closed[0].markouts[1000] == pytest.approx((100.0 - 99.0) / 99.0 * 1e4 / 15)
+
+
+def test_a_partially_filled_order_waits_for_its_end_and_its_remaining_fills():
+    rb = RiskBook()
+    rb.on_mid("X", 0, 100.0)
+    rb.on_order("a", "paper", "new", qty=2.0, entry=True)
+    rb.on_fill("X", "a", FillRecord(10, "buy", 100.0, 1.0, 0.0, "paper", 0.6, "m"), entry=True)
+    rb.on_order("a", "paper", "filled", entry=True)       # arrives before the second fill (other stream)
+    assert rb.on_mid("X", 2000 * MS, 100.0) == []          # 1 of 2 filled: not complete
+    rb.on_fill("X", "a", FillRecord(20, "buy", 100.0, 1.0, 0.0, "paper", 0.6, "m"), entry=True)
+    assert rb.totals["paper"].trades == 1
+
+
+def test_release_attempt_counts_grow_past_min_sample_for_a_ten_percent_canary():
+    """20,000 closed trades, 10 % canary: the attempt's canary sample is ~2,000 (it peaked at 71 when it was
+    the canary's share of the last 500 trades)."""
+    rb = RiskBook(window_trades=500)
+    rb.on_mid("X", 0, 100.0)
+    rb.begin_attempt("rel:cand:act", "cand", "act")
+    import random
+
+    rng = random.Random(3)
+    for i in range(20_000):
+        t = (i + 1) * 3 * S_NS
+        canary = rng.random() < 0.1
+        _trade(rb, f"o{i}", "canary" if canary else "paper", "cand" if canary else "act", t, [(100.0, 1.0)])
+        rb.on_mid("X", t + 1500 * MS, 100.0 + (0.01 if rng.random() < 0.5 else -0.01))
+    sup = rb.supervision()
+    assert 1_850 <= sup["sample_canary"] <= 2_150 and sup["sample_canary"] + sup["sample_baseline_active"] == 20_000
+    assert sup["sample_canary"] >= 200
+    # every trade 3 s apart, beyond the 2 s cluster gap: every cluster is one trade
+    sums = rb.cluster_sums[("canary", "cand")]
+    assert sums["clusters"] == sums["trades"] == sums["trades_sq"] >= sup["sample_canary"] - 1
+    rb.begin_attempt("", None, None)
+    assert rb.supervision()["sample_canary"] <= 500      # outside an attempt: the rolling window
+
+
+def test_trades_entered_within_the_gap_form_one_cluster():
+    rb = RiskBook(cluster_gap_ns=2 * S_NS)
+    rb.on_mid("X", 0, 100.0)
+    for i, t in enumerate((1 * S_NS, 2 * S_NS, 3 * S_NS, 10 * S_NS)):
+        _trade(rb, f"o{i}", "paper", "m", t, [(100.0, 1.0)])
+        rb.on_mid("X", t + 1000, 101.0)   # the price is above our buys from then on: every trade wins
+    rb.on_mid("X", 12 * S_NS, 101.0)
+    rb.on_mid("X", 30 * S_NS, 101.0)      # flushes the last cluster
+    s = rb.cluster_sums[("paper", "m")]
+    assert (s["clusters"], s["trades"], s["trades_sq"], s["wins"], s["wins_sq"], s["wins_trades"]) == (2, 4, 10, 4,
+                                                                                                       10, 10)

@@ -65,7 +65,11 @@ class RolloutGuardConfig(Section):
     cooldown: Duration = Field(900.0, description="after a rollback, no new release starts for this long")
     parity_window: Duration = Field(600.0, description="window of increase(onnx_parity_fail_total[...])")
     drift_window: Duration = Field(1800.0, description="window of max_over_time(psi_feature[...])")
-    winrate_window: Duration = Field(1800.0, description="window of the win-rate comparison")
+    winrate_window: Duration = Field(1800.0, description="window of the win-rate comparison when no canary "
+                                                         "stage start is known (a canary started by config)")
+    winrate_test: Literal["sequential", "threshold"] = Field(
+        "sequential", description="sequential: always-valid mSPRT; threshold: the seed's rule re-checked")
+    winrate_alpha: float = Field(0.05, gt=0, lt=0.5, description="false-rollback probability over a whole release")
 
 
 class CanaryPipelineConfig(Section):
@@ -172,6 +176,8 @@ class RiskConfig(Section):
     window_trades: int = Field(500, ge=1, description="closed trades in the rolling window")
     window_orders: int = Field(2000, ge=1, description="finished orders in the rolling fill-rate window")
     window_candidates: int = Field(2000, ge=10, description="candidates in the PSI/KS window")
+    cluster_gap: Duration = Field(2.0, description="trades entered further apart start a new cluster "
+                                                   "(cluster-robust win-rate variance)")
     publish_interval: Duration = Field(0.5, description="how often gauges are recomputed")
     gap_scan_interval: Duration = Field(300.0, description="how often the parquet gap scan runs")
     state_file: str | None = Field(None, description="where hourly trade counts per release persist")

@@ -201,6 +201,10 @@ def _in_stage(tx: Tx, verdicts: list[GateVerdict], command: Command | None) -> D
     if elapsed >= stage.duration:
         return tx.enter_stage(st.stageIndex + 1,
                               f"stage {stage.name}: every gate PASS after {elapsed:.0f}s >= {stage.duration:g}s")
+    wr = by_gate.get("winrate")
+    if limits.early_promote and stage.weight > 0 and wr is not None and (wr.evidence or {}).get("non_inferior"):
+        return tx.enter_stage(st.stageIndex + 1, f"stage {stage.name}: every gate PASS and the canary is shown "
+                                                 f"non-inferior after {elapsed:.0f}s (earlyPromote): {wr.reason}")
     return tx.done("wait")
 
 

@@ -38,7 +38,7 @@ from tidegate.registry import Registry
 from tidegate.release.decision import Command, Decision, Facts, ValidationOutcome
 from tidegate.release.effects import EffectApplier, EffectError, ReleaseMetrics
 from tidegate.release.engine import decide
-from tidegate.release.gates import Query, gates_for_stage
+from tidegate.release.gates import GateContext, Query, gates_for_stage
 from tidegate.release.prometheus import GateProvider, PrometheusProvider
 from tidegate.release.spec import (
     TERMINAL_PHASES,
@@ -264,6 +264,13 @@ class LocalDriver:
         return Facts(active_model_id=active, rng_seed=self.app.rollout.rng_seed, candidate_tau=tau,
                      cooldown_until=cooldown)
 
+    def gate_context(self, st: ReleaseStatus) -> GateContext:
+        """This attempt's evidence: the candidate's canary trades and the replaced model's, since the canary began."""
+        since = None
+        if st.canaryStartedAt is not None:
+            since = max(0.0, (self.clock() - parse_time(st.canaryStartedAt)).total_seconds())
+        return GateContext(candidate=self.release.spec.modelId, active=st.previousModelId, since_s=since)
+
     async def _observe(self) -> tuple[list[GateVerdict], ValidationOutcome | None, Facts]:
         st = self.status or ReleaseStatus()
         facts = self._facts()
@@ -273,7 +280,7 @@ class LocalDriver:
         verdicts: list[GateVerdict] = []
         if st.phase in STAGE_PHASES and st.stageIndex >= 0:
             gates = gates_for_stage(st.weight, self.limits)
-            verdicts = await asyncio.to_thread(self.provider.evaluate, gates, self.limits)
+            verdicts = await asyncio.to_thread(self.provider.evaluate, gates, self.limits, self.gate_context(st))
         validation = None
         if st.phase == "Validating" and not self.release.spec.validations.skip:
             ctx = ValidationContext(model_id=self.release.spec.modelId,

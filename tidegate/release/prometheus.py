@@ -9,6 +9,7 @@ timeout per query, not a backoff ladder that stalls the release loop.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -17,13 +18,13 @@ from typing import Protocol
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
-from tidegate.release.gates import Query, Sample, gate_queries, judge
+from tidegate.release.gates import GateContext, Query, Sample, gate_queries, judge
 from tidegate.release.spec import Limits
 from tidegate.release.verdicts import GateVerdict
 
 
 class GateProvider(Protocol):
-    def evaluate(self, gates: Iterable[str], limits: Limits) -> list[GateVerdict]: ...
+    def evaluate(self, gates: Iterable[str], limits: Limits, ctx: GateContext | None = None) -> list[GateVerdict]: ...
 
 
 def _scalar(result: list[dict]) -> float | None:
@@ -56,6 +57,8 @@ class PrometheusProvider:
         return _scalar(self.client.custom_query(promql, timeout=self.timeout))
 
     def fetch(self, query: Query) -> Sample:
+        if query.by:
+            return self._fetch_by(query)
         try:
             value = self._query(query.promql)
             if value is None:
@@ -65,11 +68,24 @@ class PrometheusProvider:
             return Sample.failed(f"{type(exc).__name__}: {str(exc)[:200]}")
         return Sample(value=value, age=age if age is not None else math.nan)
 
-    def evaluate(self, gates: Iterable[str], limits: Limits) -> list[GateVerdict]:
+    def _fetch_by(self, query: Query) -> Sample:
+        """A ``sum by (label)`` query: one value per label value (an empty result is an empty dict)."""
+        try:
+            rows = self.client.custom_query(query.promql, timeout=self.timeout)
+        except Exception as exc:
+            return Sample.failed(f"{type(exc).__name__}: {str(exc)[:200]}")
+        values: dict[str, float] = {}
+        for row in rows:
+            key = row.get("metric", {}).get(query.by, "")
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                values[key] = float(row["value"][1])
+        return Sample(values=values, age=0.0)
+
+    def evaluate(self, gates: Iterable[str], limits: Limits, ctx: GateContext | None = None) -> list[GateVerdict]:
         gates = list(gates)
-        jobs = {(g, q.role): self._pool.submit(self.fetch, q) for g in gates for q in gate_queries(g, limits)}
+        jobs = {(g, q.role): self._pool.submit(self.fetch, q) for g in gates for q in gate_queries(g, limits, ctx)}
         out = []
         for g in gates:
             samples = {role: fut.result() for (gate, role), fut in jobs.items() if gate == g}
-            out.append(judge(g, limits, samples))
+            out.append(judge(g, limits, samples, ctx))
         return out

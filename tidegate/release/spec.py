@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from tidegate.config.schema import RolloutGuardConfig
 from tidegate.durations import Duration
+from tidegate.release.sequential import DEFAULT_TAU
 
 API_VERSION = "tidegate.dev/v1alpha1"
 KIND = "ModelRelease"
@@ -109,7 +110,19 @@ class OnInsufficient(_Model):
         "rollback", description="when a stage reaches maxDuration without enough samples")
 
 
+class WinrateGate(_Model):
+    """How the win-rate gate decides (docs/release-policy.md, "The win-rate gate")."""
+
+    test: Literal["sequential", "threshold"] | None = Field(
+        None, description="sequential: always-valid mSPRT (default); threshold: the seed's rule at every look")
+    alpha: float | None = Field(None, gt=0, lt=0.5, description="false-rollback probability over the release")
+    tau: float | None = Field(None, gt=0, le=0.5, description="mixing sd of the mSPRT (fraction; default 0.05)")
+    earlyPromote: bool = Field(False, description="advance before the stage duration once the canary is "
+                                                  "shown non-inferior (lower bound > -winrateDeltaPP)")
+
+
 class GuardRails(_Model):
+    winrate: WinrateGate = WinrateGate()
     winrateDeltaPP: float | None = Field(None, ge=0, le=100, description="percentage points")
     minSample: int | None = Field(None, ge=1)
     psiBlock: float | None = Field(None, gt=0)
@@ -184,6 +197,7 @@ class DecisionRecord(_Model):
     value: float | None = None
     sample: float | None = None
     threshold: float | None = None
+    evidence: dict[str, float] | None = None
     query: str = ""
     action: str = ""
     reason: str = ""
@@ -202,6 +216,7 @@ class GateStatus(_Model):
     value: float | None = None
     sample: float | None = None
     threshold: float | None = None
+    evidence: dict[str, float] | None = None
     at: str = ""
     consecutiveFailures: int = 0
 
@@ -216,6 +231,8 @@ class PendingEffect(_Model):
 
 class ReleaseStatus(_Model):
     phase: Phase = "Pending"
+    canaryStartedAt: str | None = Field(None, description="when this attempt's first weighted stage began: "
+                                                          "the win-rate evidence counts from here")
     stage: str = ""
     stageIndex: int = Field(-1, description="-1 before the first stage")
     weight: int = 0
@@ -327,6 +344,11 @@ class Limits(BaseModel):
     cooldown: float
     gates: tuple[str, ...]
     labels: tuple[tuple[str, str], ...] = ()
+    winrate_test: str = "sequential"
+    winrate_alpha: float = 0.05
+    winrate_tau: float = 0.05
+    early_promote: bool = False
+    winrate_window: float = 1800.0
 
 
 def effective_limits(spec: ReleaseSpec, defaults: RolloutGuardConfig | None = None) -> Limits:
@@ -345,4 +367,8 @@ def effective_limits(spec: ReleaseSpec, defaults: RolloutGuardConfig | None = No
                   parity_window=pick(spec.analysis.windows.parity, d.parity_window),
                   drift_window=pick(spec.analysis.windows.drift, d.drift_window),
                   stale_after=spec.analysis.staleAfter, cooldown=pick(spec.cooldown, d.cooldown),
-                  gates=tuple(g.gates), labels=tuple(sorted((spec.analysis.labels or {}).items())))
+                  gates=tuple(g.gates), labels=tuple(sorted((spec.analysis.labels or {}).items())),
+                  winrate_test=pick(g.winrate.test, d.winrate_test),
+                  winrate_alpha=pick(g.winrate.alpha, d.winrate_alpha),
+                  winrate_tau=pick(g.winrate.tau, DEFAULT_TAU), early_promote=g.winrate.earlyPromote,
+                  winrate_window=d.winrate_window)

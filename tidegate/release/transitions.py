@@ -64,7 +64,7 @@ class Tx:
         if verdict is not None:
             rec = rec.model_copy(update={"gate": verdict.gate, "verdict": str(verdict.verdict), "value": verdict.value,
                                          "sample": verdict.sample, "threshold": verdict.threshold,
-                                         "query": verdict.query})
+                                         "query": verdict.query, "evidence": verdict.evidence})
         st.decisions.append(rec)
         limit = self.release.spec.decisionLogLimit
         if len(st.decisions) > limit:
@@ -131,7 +131,8 @@ class Tx:
             prev = self.st.gates.get(v.gate)
             fails = (prev.consecutiveFailures + 1 if prev else 1) if v.verdict == Verdict.FAIL else 0
             self.st.gates[v.gate] = GateStatus(verdict=str(v.verdict), value=v.value, sample=v.sample,
-                                               threshold=v.threshold, at=self.iso, consecutiveFailures=fails)
+                                               threshold=v.threshold, evidence=v.evidence, at=self.iso,
+                                               consecutiveFailures=fails)
             if prev is None or prev.verdict != str(v.verdict):
                 self.log(action="observe", reason=v.reason, verdict=v)
 
@@ -158,6 +159,8 @@ class Tx:
             self.rollout("disabled", 0.0, active=prev, candidate=cand, reason=f"shadow: {reason}", label="shadow")
             st.phase = "Shadow"
         else:
+            if st.canaryStartedAt is None:   # the attempt's evidence counts from its first weighted stage
+                st.canaryStartedAt = self.iso
             self.rollout("canary", stage.weight / 100.0, active=prev, candidate=cand,
                          reason=f"{stage.name} at {stage.weight}%: {reason}")
             earlier = [s for s in spec.stages[:index] if 0 < s.weight < 100]

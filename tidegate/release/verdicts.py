@@ -32,6 +32,7 @@ class GateVerdict:
     threshold: float | None = None
     query: str = ""
     reason: str = ""
+    evidence: dict[str, float] | None = None   # the win-rate gate's counts, rates, statistic, bound, alpha
 
     @property
     def critical(self) -> bool:
@@ -39,4 +40,5 @@ class GateVerdict:
 
     def to_json(self) -> dict[str, object]:
         return {"gate": self.gate, "verdict": str(self.verdict), "value": self.value, "sample": self.sample,
-                "threshold": self.threshold, "query": self.query, "reason": self.reason}
+                "threshold": self.threshold, "query": self.query, "reason": self.reason,
+                "evidence": self.evidence}

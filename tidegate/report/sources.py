@@ -133,8 +133,10 @@ def add_prometheus(data: ReportData, limits: Limits, client: RangeClient) -> Rep
     baseline_q = f"max({selector('winrate_baseline_active', limits)})"
     baseline = _series(query(baseline_q), "winrate_baseline_active")
     for track in data.gates:
-        qs = gate_queries(track.gate, limits)
-        value = _series(query(qs[0].promql), track.gate)
+        # the win-rate gate decides on counters; its chart shows risk's gauge of the same attempt
+        promql = f"min({selector('winrate_canary', limits)})" if track.gate == "winrate" \
+            else gate_queries(track.gate, limits)[0].promql
+        value = _series(query(promql), track.gate)
         if not value:
             tracks.append(track)
             continue

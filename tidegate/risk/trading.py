@@ -62,6 +62,7 @@ class FillRecord:
     fee_rate: float
     route: str = "paper"
     score: float = 0.0
+    model: str = ""
 
 
 def fill_markouts(fill: FillRecord, times_ns: Sequence[int], mids: Sequence[float],
@@ -73,6 +74,25 @@ def fill_markouts(fill: FillRecord, times_ns: Sequence[int], mids: Sequence[floa
         if m is None:
             return None
         out[h] = markout_bps(fill.side, fill.price, m, fill.fee_rate)
+    return out
+
+
+def trade_markouts(fills: Sequence[FillRecord], times_ns: Sequence[int], mids: Sequence[float],
+                   horizons_ms: Sequence[int] = HORIZONS_MS) -> dict[int, float] | None:
+    """Markouts of one *trade* (an entry order with one or more fills): the quantity-weighted mean
+    of its fills' markouts, each fill marked from its own time. One order filled in 15 pieces by 15
+    small public trades is one decision with one outcome, not 15 (counting pieces inflates the
+    sample and makes its outcomes perfectly correlated). None if any fill cannot be marked."""
+    total = sum(f.qty for f in fills)
+    if not fills or total <= 0:
+        return None
+    out = dict.fromkeys(horizons_ms, 0.0)
+    for f in fills:
+        marks = fill_markouts(f, times_ns, mids, horizons_ms)
+        if marks is None:
+            return None
+        for h in horizons_ms:
+            out[h] += marks[h] * f.qty / total
     return out
 
 

@@ -6,7 +6,9 @@ JetStream consumers, so a restart of NATS or of this service loses nothing),
 tidegate.risk (trading.py, drift.py, book.py); this module copies its results
 into the catalogue gauges every ``risk.publish_interval``:
 
-- per route: ``trades_closed_total``, ``trades_won_total``, ``orders_accepted_total``,
+- per route and deciding model: ``trades_closed_total``, ``trades_won_total`` and the cluster sums
+  ``trade_clusters_total{stat}`` the win-rate gate reads through ``increase()`` over its stage;
+- per route: ``orders_accepted_total``,
   ``orders_filled_total``, ``winrate_rolling``, ``fill_rate_rolling``,
   ``avg_markout_{100,500,1000}ms``, ``cancel_to_fill_ratio``;
 - supervision: ``winrate_baseline_active``, ``winrate_canary``, ``sample_canary``,
@@ -41,9 +43,9 @@ from tidegate.execution.venue import (
 from tidegate.registry import ArtifactError, Registry
 from tidegate.registry.metadata import ModelMetadata
 from tidegate.risk import drift
-from tidegate.risk.book import ROUTES, HourlyCounts, RiskBook
+from tidegate.risk.book import CLUSTER_STATS, ROUTES, HourlyCounts, RiskBook
 from tidegate.risk.trading import HORIZONS_MS, FillRecord
-from tidegate.rollout import config_policy, open_view
+from tidegate.rollout import RolloutState, config_policy, open_view
 from tidegate.services.runtime import ServiceContext, run_service
 
 NAME = "risk"
@@ -77,7 +79,8 @@ class Supervisor:
     def __init__(self, ctx: ServiceContext):
         self.ctx = ctx
         rc = ctx.cfg.risk
-        self.book = RiskBook(window_trades=rc.window_trades, window_orders=rc.window_orders)
+        self.book = RiskBook(window_trades=rc.window_trades, window_orders=rc.window_orders,
+                             cluster_gap_ns=int(rc.cluster_gap * 1e9))
         self.hourly = HourlyCounts()
         self.features: deque[list[float]] = deque(maxlen=rc.window_candidates)
         self.reference: ModelMetadata | None = None
@@ -95,14 +98,33 @@ class Supervisor:
         except (ArtifactError, ValueError) as exc:
             self.ctx.log.warning("no drift reference for model %s: %s", model_id, exc)
 
+    def on_state(self, state: RolloutState) -> None:
+        """A canary with a candidate is a release attempt: its evidence counts from now until it ends.
+
+        The series of both models exist at 0 from the start, so PromQL ``increase()`` over the stage
+        sees the first trade too (a counter that appears at 1 has no increase to Prometheus)."""
+        cand, active = state.candidate_model_id, state.active_model_id
+        if state.mode == "canary" and cand:
+            self.book.begin_attempt(f"{state.release or 'config'}:{cand}:{active}", cand, active)
+            m = self.ctx.metrics
+            for route, model in (("canary", cand), ("paper", active), ("full", active)):
+                if model:
+                    self.book.by_model.setdefault((route, model), [0, 0])
+                    m["trades_closed_total"].labels(route=route, model=model)
+                    m["trades_won_total"].labels(route=route, model=model)
+                    for stat in CLUSTER_STATS:
+                        m["trade_clusters_total"].labels(route=route, model=model, stat=stat)
+        else:
+            self.book.begin_attempt("", None, None)
+
     def on_order(self, o: OrderMsg) -> None:
         if self.seen.add(f"{o.client_order_id}:{o.status}"):
-            self.book.on_order(o.client_order_id, o.route, o.status)
+            self.book.on_order(o.client_order_id, o.route, o.status, qty=o.qty, entry=not o.reduce_only)
 
     def on_fill(self, f: FillMsg) -> None:
         if not self.seen.add(f.fill_id):
             return
-        rec = FillRecord(f.ts_ns, f.side, f.price, f.qty, f.fee_rate, f.route, f.score)
+        rec = FillRecord(f.ts_ns, f.side, f.price, f.qty, f.fee_rate, f.route, f.score, f.model_id)
         self.book.on_fill(f.symbol, f.client_order_id, rec, entry=not f.reduce_only)
         if not f.reduce_only:
             self.hourly.add(f.ts_ns)
@@ -117,12 +139,16 @@ class Supervisor:
                 m[name].labels(route=route).set(snap[name])
             # precision of executed approvals = win rate of their trades (docs/trading-metrics.md)
             m["rolling_precision"].labels(route=route).set(snap["winrate_rolling"])
-            _set_counter(m["trades_closed_total"].labels(route=route), totals.trades)
-            _set_counter(m["trades_won_total"].labels(route=route), totals.wins)
             _set_counter(m["orders_accepted_total"].labels(route=route), totals.accepted)
             filled = sum(1 for o in self.book.done_orders if o.route == route and
                          (o.filled or o.coid in self.book.filled_coids))
             _set_counter(m["orders_filled_total"].labels(route=route), filled)
+        for (route, model), (trades, wins) in self.book.by_model.items():
+            _set_counter(m["trades_closed_total"].labels(route=route, model=model), trades)
+            _set_counter(m["trades_won_total"].labels(route=route, model=model), wins)
+        for (route, model), sums in self.book.cluster_sums.items():
+            for stat, value in sums.items():
+                _set_counter(m["trade_clusters_total"].labels(route=route, model=model, stat=stat), value)
         for name, value in self.book.supervision().items():
             m[name].set(value)
         m["trades_per_hour_prev_release_p95"].set(self.hourly.prev_release_p95())
@@ -160,10 +186,11 @@ async def serve(ctx: ServiceContext) -> None:
         ctx.log.warning("exchange reference validation failed: %s", exc)
     bus = await ctx.connect()
 
-    def on_rollout(old: object, new: object) -> None:
-        active = getattr(new, "active_model_id", None)
+    def on_rollout(old: object, new: RolloutState) -> None:
+        active = new.active_model_id
         sup.hourly.set_active(active)
         sup.load_reference(active)
+        sup.on_state(new)
 
     view = await open_view(bus.nc, cfg.nats.kv_bucket, on_change=on_rollout, policy=config_policy(cfg.rollout))
     on_rollout(None, view.state)

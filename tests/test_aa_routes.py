@@ -1,0 +1,399 @@
+"""A/A test of the canary machinery: one model on both routes must look like one model.
+
+Why: the release gates compare the canary route's trades with the paper route's. If the
+plumbing (routing hash, scorer, executor, risk book) treats the routes differently, or if the
+comparison ignores how clustered trade outcomes are, two *identical* models can look tens of
+points apart and a release is decided by noise. So the same trained artifact is registered
+once and used as both ``active_model_id`` and ``candidate_model_id`` (``mode=canary``,
+``canary_fraction=0.5``), the capture is replayed through the real services
+(collector → signal_engine → ai_scorer → executor (paper) → risk, over NATS, read back from
+Prometheus) and the test checks:
+
+1. risk's per-route trade counters and gauges equal an independent numpy recomputation from
+   the ORDERS and FILLS streams and the replayed mids (a trade = one filled entry order);
+2. paper and canary agree on win rate, fill rate and mean 1 s markout: a cluster-robust
+   two-sample z-test, two-sided alpha = 0.01 (|z| < 2.576), clusters = 10 s buckets of
+   market time (outcomes of orders filled in one market burst are not independent, so a
+   plain two-proportion test would reject far too often);
+3. the same test has power: with the canary's win rate lowered by 10 points (a deterministic,
+   hash-chosen subset of its wins turned into losses) it rejects at alpha = 0.01.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import math
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from services_harness import CAPTURE_DIR, CAPTURE_FILE, Services, unique_names, write_config
+from test_services_pipeline import (  # the pipeline test's readers, reused as they are
+    Prom,
+    backlogs,
+    median_score,
+    read_stream,
+    slots,  # noqa: F401  (a fixture: pytest finds it in this module's namespace)
+    wait_for,
+    write_rollout,
+)
+
+SYMBOL = "BTCUSDT"
+MODEL = "m-aa"
+HORIZONS_MS = (100, 500, 1000)
+MS = 1_000_000
+# The whole capture after a 30 s warm-up (~315 s of market); market time drives the simulator,
+# so the speed only sets the wall time (~40 s here).
+SLICE: dict[str, Any] = {"speed": 8.0, "start_offset_s": 30.0, "max_events": 90_000}
+ALPHA = 0.01
+Z_CRIT = 2.576                   # two-sided normal quantile for ALPHA
+BUCKET_NS = 10_000 * MS          # cluster = 10 s of market time
+GAP_NS = 2_000 * MS              # the alternative clustering (printed only): a gap of 2 s starts a new cluster
+BIAS_POINTS = 0.10
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# -- fixtures -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def capture() -> Path:
+    """The capture file; an A/A test on the synthetic market would prove little, so no fallback."""
+    path = CAPTURE_DIR / CAPTURE_FILE
+    if not path.is_file():
+        msg = f"the A/A test replays the real capture, and {path} is absent (see ../shared/data/capture)"
+        if IN_CI:
+            pytest.fail(f"CI=true and {msg}", pytrace=False)
+        pytest.skip(msg)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model(capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One LightGBM → ONNX model trained on the capture (~7 s on 2 cores)."""
+    from tidegate.pipeline import train_end_to_end
+
+    return train_end_to_end(tmp_path_factory.mktemp("models") / MODEL, model_id=MODEL, seed=7,
+                            capture_dir=CAPTURE_DIR)
+
+
+def replayed(capture: Path) -> list[Any]:
+    """The BookMsg/TradeMsg sequence the collector publishes for SLICE."""
+    from tidegate.bus.market_messages import MarketMessages
+    from tidegate.market.capture import read_capture
+    from tidegate.services.collector import select_events
+
+    conv = MarketMessages(SYMBOL, 10)
+    msgs = (conv.convert(ev) for ev in select_events(read_capture(capture), start_offset_s=SLICE["start_offset_s"],
+                                                       max_events=SLICE["max_events"]))
+    return [m for m in msgs if m is not None]
+
+
+# -- the independent recomputation (numpy, from the definitions; no tidegate.risk code) --------------
+@dataclass(frozen=True)
+class Trade:
+    """One filled entry order (or, in the per-fill variant, one entry fill)."""
+
+    key: str                     # client order id (per-fill variant: fill id)
+    coid: str
+    route: str
+    first_ns: int
+    last_ns: int
+    markouts: dict[int, float]   # qty-weighted mean over the order's fills, fee-adjusted bps
+    lost_by_bias: bool = False   # the power check's injected loss (markouts untouched)
+
+    @property
+    def won(self) -> bool:
+        return self.markouts[1000] > 0 and not self.lost_by_bias
+
+
+def fill_markouts(fills: Sequence[dict[str, Any]], mids: tuple[np.ndarray, np.ndarray]) -> dict[int, np.ndarray]:
+    """s * (mid(t+h) - p) / p * 1e4 - fee_rate * 1e4 per fill; mid(x) = the last mid at or before x."""
+    t, m = mids
+    ts = np.asarray([f["ts_ns"] for f in fills], dtype=np.int64)
+    price = np.asarray([f["price"] for f in fills])
+    fee = np.asarray([f["fee_rate"] for f in fills])
+    s = np.asarray([1.0 if f["side"] == "buy" else -1.0 for f in fills])
+    out = {}
+    for h in HORIZONS_MS:
+        i = np.searchsorted(t, ts + h * MS, side="right") - 1
+        assert (i >= 0).all(), "a fill before the first mid"
+        out[h] = s * (m[i] - price) / price * 1e4 - fee * 1e4
+    return out
+
+
+def done_orders(orders: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Accepted orders whose end (filled or cancelled) is known: coid → {route, ts_ns (its first event)}."""
+    statuses: dict[str, set[str]] = defaultdict(set)
+    info: dict[str, dict[str, Any]] = {}
+    for o in orders:
+        statuses[o["client_order_id"]].add(o["status"])
+        info.setdefault(o["client_order_id"], {"route": o["route"], "ts_ns": o["ts_ns"]})
+    return {c: info[c] for c, st in statuses.items() if "accepted" in st and st & {"filled", "cancelled"}}
+
+
+def closed_trades(fills: Sequence[dict[str, Any]], orders: Sequence[dict[str, Any]],
+                  mids: tuple[np.ndarray, np.ndarray], *, per_fill: bool = False) -> list[Trade]:
+    """The closed trades of the run, in order of their first fill.
+
+    A trade is an entry order (``reduce_only`` false) with >= 1 fill; its markout at h is the
+    qty-weighted mean of its fills'. It is closed once its order is done (no fill can still
+    change it) and a mid later than its last fill + 1000 ms exists. ``per_fill`` is the older
+    definition (each entry fill a trade, closed by the mid alone), kept to check this
+    recomputation against a risk service that still counts fills.
+    """
+    entry = [f for f in fills if not f["reduce_only"]]
+    if not entry:
+        return []
+    marks = fill_markouts(entry, mids)
+    t_last = int(mids[0][-1])
+    if per_fill:
+        return [Trade(f["fill_id"], f["client_order_id"], f["route"], f["ts_ns"], f["ts_ns"],
+                      {h: float(marks[h][i]) for h in HORIZONS_MS})
+                for i, f in enumerate(entry) if t_last > f["ts_ns"] + 1000 * MS]
+    done = done_orders(orders)
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, f in enumerate(entry):
+        groups[f["client_order_id"]].append(i)
+    out = []
+    for coid, idx in groups.items():
+        ts = [entry[i]["ts_ns"] for i in idx]
+        if coid not in done or not t_last > max(ts) + 1000 * MS:
+            continue
+        q = np.asarray([entry[i]["qty"] for i in idx])
+        out.append(Trade(coid, coid, entry[idx[0]]["route"], min(ts), max(ts),
+                         {h: float(np.sum(marks[h][idx] * q) / np.sum(q)) for h in HORIZONS_MS}))
+    return sorted(out, key=lambda tr: (tr.first_ns, tr.key))
+
+
+def fill_units(fills: Sequence[dict[str, Any]], orders: Sequence[dict[str, Any]],
+               route: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per done accepted order (entry or exit) of ``route``: (its first event's ts, 1 if it had any fill)."""
+    filled = {f["client_order_id"] for f in fills}
+    rows = [(v["ts_ns"], float(c in filled)) for c, v in done_orders(orders).items() if v["route"] == route]
+    return np.asarray([r[0] for r in rows], dtype=np.int64), np.asarray([r[1] for r in rows])
+
+
+def route_numbers(trades: Sequence[Trade], fills: Sequence[dict[str, Any]],
+                  orders: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per route, the numbers risk exports: trades, wins, win rate, fill rate, mean markouts."""
+    out = {}
+    for route in ("paper", "canary"):
+        rows = [t for t in trades if t.route == route]
+        wins = sum(t.won for t in rows)
+        _, any_fill = fill_units(fills, orders, route)
+        out[route] = {
+            "trades_closed_total": float(len(rows)), "trades_won_total": float(wins),
+            "winrate_rolling": wins / len(rows) if rows else math.nan,
+            "fill_rate_rolling": float(any_fill.mean()) if len(any_fill) else math.nan,
+            **{f"avg_markout_{h}ms": float(np.mean([t.markouts[h] for t in rows])) if rows else math.nan
+               for h in HORIZONS_MS},
+        }
+    return out
+
+
+# -- the cluster-robust comparison ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Estimate:
+    """A ratio estimate p = Σ y / Σ n over clusters, with its cluster-robust variance."""
+
+    p: float
+    var: float
+    n: int
+    clusters: int
+
+
+def bucket_clusters(ts_ns: np.ndarray) -> np.ndarray:
+    """Cluster label of each unit: its 10 s bucket of market time (the same grid for both routes)."""
+    return np.asarray(ts_ns, dtype=np.int64) // BUCKET_NS
+
+
+def gap_clusters(ts_ns: np.ndarray) -> np.ndarray:
+    """Cluster label of each unit: a new cluster whenever the next unit comes more than 2 s later."""
+    order = np.argsort(ts_ns, kind="stable")
+    starts = np.concatenate([[0], (np.diff(np.asarray(ts_ns)[order]) > GAP_NS).astype(np.int64)])
+    labels = np.empty(len(order), dtype=np.int64)
+    labels[order] = np.cumsum(starts)
+    return labels
+
+
+def ratio_estimate(y: np.ndarray, clusters: np.ndarray) -> Estimate:
+    """p = Σy/n with the sandwich (linearised ratio) variance Σ_e (Y_e − p n_e)² / n² · G/(G−1).
+
+    Units inside one cluster may be arbitrarily correlated; clusters are treated as independent.
+    """
+    y = np.asarray(y, dtype=float)
+    _, inv = np.unique(clusters, return_inverse=True)
+    big_y, n_e = np.bincount(inv, weights=y), np.bincount(inv).astype(float)
+    n, g = float(n_e.sum()), len(n_e)
+    p = float(big_y.sum() / n)
+    var = float(np.sum((big_y - p * n_e) ** 2) / n ** 2 * (g / (g - 1))) if g > 1 else math.inf
+    return Estimate(p, var, int(n), g)
+
+
+def z_score(a: Estimate, b: Estimate) -> float:
+    """(p_a − p_b) / sqrt(Var_a + Var_b): the two routes' samples are independent clusterings of one market."""
+    se = math.sqrt(a.var + b.var)
+    return (a.p - b.p) / se if se > 0 else (0.0 if a.p == b.p else math.inf)
+
+
+def compare(trades: Sequence[Trade], fills: Sequence[dict[str, Any]], orders: Sequence[dict[str, Any]],
+            clustering: Any = bucket_clusters) -> dict[str, tuple[Estimate, Estimate, float]]:
+    """Per metric: (paper estimate, canary estimate, z)."""
+    out = {}
+    by = {r: [t for t in trades if t.route == r] for r in ("paper", "canary")}
+    ts = {r: np.asarray([t.first_ns for t in rows], dtype=np.int64) for r, rows in by.items()}
+    for metric, value in (("win_rate", lambda t: float(t.won)), ("markout_1000ms", lambda t: t.markouts[1000])):
+        est = [ratio_estimate(np.asarray([value(t) for t in by[r]]), clustering(ts[r])) for r in ("paper", "canary")]
+        out[metric] = (est[0], est[1], z_score(*est))
+    est = []
+    for r in ("paper", "canary"):
+        order_ts, any_fill = fill_units(fills, orders, r)
+        est.append(ratio_estimate(any_fill, clustering(order_ts)))
+    out["fill_rate"] = (est[0], est[1], z_score(*est))
+    return out
+
+
+def biased(trades: Sequence[Trade], route: str, points: float) -> list[Trade]:
+    """``route``'s win rate lowered by at least ``points``: its wins with the smallest sha256(coid) become losses.
+
+    Deterministic (no RNG), and spread over the run like any other subset of wins.
+    """
+    rows = [t for t in trades if t.route == route]
+    k = math.ceil(points * len(rows))
+    wins = sorted((t for t in rows if t.won), key=lambda t: hashlib.sha256(t.key.encode()).hexdigest())
+    assert len(wins) >= k, f"{route} has {len(wins)} wins, fewer than the {k} a {points:.0%} bias needs"
+    flip = {t.key for t in wins[:k]}
+    return [replace(t, lost_by_bias=True) if t.key in flip else t for t in trades]
+
+
+def report(title: str, cmp: dict[str, tuple[Estimate, Estimate, float]]) -> str:
+    lines = [title]
+    for metric, (a, b, z) in cmp.items():
+        lines.append(f"  {metric:15s} paper {a.p:9.4f} (n={a.n:4d}, G={a.clusters:3d}, se={math.sqrt(a.var):.4f})"
+                     f"  canary {b.p:9.4f} (n={b.n:4d}, G={b.clusters:3d}, se={math.sqrt(b.var):.4f})  z={z:+.3f}")
+    return "\n".join(lines)
+
+
+# -- the test -----------------------------------------------------------------------------------------
+def test_same_model_on_both_routes_is_indistinguishable_and_a_10_point_bias_is_not(
+        nats_server, prometheus, slots, capture, model, tmp_path):  # type: ignore[no-untyped-def]  # noqa: F811
+    """A/A through the real services (see the module docstring for why).
+
+    Test: for win rate, fill rate and mean 1 s markout, z = (p_paper − p_canary) / sqrt(V_paper +
+    V_canary) with V the cluster-robust (ratio-estimator sandwich) variance over 10 s market-time
+    clusters and a G/(G−1) small-sample factor; two-sided alpha = 0.01, so the A/A run must give
+    |z| < 2.576 for each, and the canary's win rate lowered by 10 points must give |z| >= 2.576.
+    Precondition, so that passing means something: each route has >= 100 trades in >= 10 clusters.
+    """
+    from tidegate.bus.messages import BookMsg, FillMsg, OrderMsg
+    from tidegate.registry import Registry
+
+    messages = replayed(capture)
+    tau = median_score(messages, model)
+    reg = Registry(tmp_path / "registry")
+    reg.register(model)
+    reg.set_slot("active", MODEL, reason="A/A test")
+    ns, bucket = unique_names("aa")
+    cfg = write_config(tmp_path / "app.yml", nats_url=nats_server.url, namespace=ns, kv_bucket=bucket,
+                       registry_root=tmp_path / "registry", overrides={
+                           "collector": {**SLICE, "source": "capture"},
+                           "executor": {"warmup_seconds": 1.0},
+                           "risk": {"window_trades": 1_000_000, "window_orders": 1_000_000},
+                           "ai_scorer": {"shadow": {"enabled": False}}})
+    asyncio.run(write_rollout(nats_server.url, bucket, mode="canary", canary_fraction=0.5, rng_seed=1337,
+                              active_model_id=MODEL, candidate_model_id=MODEL, tau_entry=round(tau, 6)))
+
+    names = ("signal_engine", "ai_scorer", "executor", "risk", "collector")
+    ports = {n: slots() for n in names}
+    svc = Services(tmp_path, cfg)
+    prom = Prom(prometheus, ports)
+    try:
+        for n in names[:-1]:
+            svc.start(n, ports[n])
+        svc.wait_healthy(names[:-1])
+        svc.start("collector", ports["collector"])
+        svc.wait_healthy(["collector"])
+        wait_for("collector done", lambda: (svc.health("collector") or {}).get("done"), timeout=150)
+
+        async def quiet() -> bool:
+            pairs = [(f"{ns}_SIGNALS", "ai_scorer"), (f"{ns}_SIGNALS", "executor"),
+                     (f"{ns}_ORDERS", "risk_orders"), (f"{ns}_FILLS", "risk_fills")]
+            return await backlogs(nats_server.url, pairs) == 0
+
+        wait_for("every durable consumer drained", lambda: asyncio.run(quiet()), timeout=60)
+        for n in names:
+            assert svc.alive(n), f"{n} died:\n{svc.log(n)[-2000:]}"
+
+        def stream(s: str, subj: str) -> list[bytes]:
+            return [d for _, d in asyncio.run(read_stream(nats_server.url, f"{ns}_{s}", f"{ns}.{subj}"))]
+
+        orders = [OrderMsg.model_validate_json(d).model_dump() for d in stream("ORDERS", "orders.>")]
+        fills = [FillMsg.model_validate_json(d).model_dump() for d in stream("FILLS", "fills.>")]
+        n_approved = len(stream("SIGNALS", "sig.approved.>"))
+        books = [m for m in messages if isinstance(m, BookMsg) and m.bids and m.asks]
+        mids = (np.asarray([b.recv_ns for b in books], dtype=np.int64),
+                np.asarray([(b.bids[0][0] + b.asks[0][0]) / 2 for b in books]))
+        assert {f["model_id"] for f in fills} <= {MODEL}, "a fill from a model other than the A/A one"
+
+        if os.environ.get("AA_DUMP"):  # TEMP
+            import json as _j
+            Path(os.environ["AA_DUMP"]).write_text(_j.dumps({"fills": fills, "orders": orders,
+                                                             "t": mids[0].tolist(), "m": mids[1].tolist()}))
+        trades = closed_trades(fills, orders, mids)
+        expected = route_numbers(trades, fills, orders)
+        per_fill = route_numbers(closed_trades(fills, orders, mids, per_fill=True), fills, orders)
+        print(f"\nA/A run: tau_entry={tau:.6f}, {len(books)} mids over {(mids[0][-1] - mids[0][0]) / 1e9:.0f} s, "
+              f"{n_approved} approved signals, {len(orders)} order events, {len(fills)} fills")
+        for r in ("paper", "canary"):
+            e, pf = expected[r], per_fill[r]
+            print(f"  {r:6s} trades {e['trades_closed_total']:5.0f} wins {e['trades_won_total']:5.0f} "
+                  f"win rate {e['winrate_rolling']:.4f} fill rate {e['fill_rate_rolling']:.4f} "
+                  f"markout_1s {e['avg_markout_1000ms']:+.4f} bps | per-fill variant: trades "
+                  f"{pf['trades_closed_total']:.0f} wins {pf['trades_won_total']:.0f} "
+                  f"markout_1s {pf['avg_markout_1000ms']:+.4f}")
+
+        # -- 1. risk's numbers equal the recomputation ------------------------------------------
+        checked = ("trades_closed_total", "trades_won_total", "winrate_rolling", "fill_rate_rolling",
+                   "avg_markout_1000ms")
+
+        def risk_matches() -> bool:
+            wrong = []
+            for r in ("paper", "canary"):
+                for metric in checked:
+                    want, have = expected[r][metric], prom.one("risk", metric, route=r)
+                    if have is None or not (have == pytest.approx(want, rel=1e-9, abs=1e-9)):
+                        wrong.append(f"{r} {metric}: risk {have} != recomputed {want} "
+                                     f"(per-fill variant {per_fill[r][metric]})")
+            assert not wrong, "risk differs from the per-order recomputation:\n  " + "\n  ".join(wrong)
+            return True
+
+        wait_for("risk's trade metrics equal to the recomputation", risk_matches, timeout=20)
+
+        # -- 2. the routes agree within (cluster-robust) sampling error -------------------------
+        cmp = compare(trades, fills, orders)
+        print(report("A/A, 10 s clusters:", cmp))
+        print(report("A/A, 2 s gap clusters (not asserted):", compare(trades, fills, orders, gap_clusters)))
+        paper, canary, _ = cmp["win_rate"]
+        for r, est in (("paper", paper), ("canary", canary)):
+            assert est.n >= 100 and est.clusters >= 10, f"{r}: {est.n} trades in {est.clusters} clusters is too few"
+        for metric, (a, b, z) in cmp.items():
+            assert abs(z) < Z_CRIT, (f"A/A rejected on {metric} at alpha={ALPHA}: paper {a.p:.4f} vs canary "
+                                     f"{b.p:.4f}, z={z:+.3f}")
+
+        # -- 3. ... and the same test sees a 10-point bias -----------------------------------------
+        bad = compare(biased(trades, "canary", BIAS_POINTS), fills, orders)
+        print(report(f"canary win rate lowered by {BIAS_POINTS:.0%}:", bad))
+        a, b, z = bad["win_rate"]
+        assert canary.p - b.p >= BIAS_POINTS - 1e-12
+        assert abs(z) >= Z_CRIT, (f"a {BIAS_POINTS:.0%} bias is not detected at alpha={ALPHA}: paper {a.p:.4f} "
+                                  f"vs canary {b.p:.4f}, z={z:+.3f}; the replay is too short for this power")
+        for n in names:
+            assert svc.alive(n), f"{n} died:\n{svc.log(n)[-2000:]}"
+    finally:
+        rcs = svc.stop_all()
+    assert rcs == dict.fromkeys(names, 0), {n: svc.log(n)[-1500:] for n, rc in rcs.items() if rc}
