@@ -29,6 +29,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -50,11 +51,9 @@ HORIZONS_MS = (100, 500, 1000)
 MS = 1_000_000
 # The whole capture after a 30 s warm-up (~315 s of market); market time drives the simulator,
 # so the speed only sets the wall time (~40 s here).
-SLICE: dict[str, Any] = {"speed": 8.0, "start_offset_s": 30.0, "max_events": 90_000}
+SLICE: dict[str, Any] = {"speed": 4.0, "start_offset_s": 30.0, "max_events": 90_000}
 ALPHA = 0.01
-Z_CRIT = 2.576                   # two-sided normal quantile for ALPHA
 BUCKET_NS = 10_000 * MS          # cluster = 10 s of market time
-GAP_NS = 2_000 * MS              # the alternative clustering (printed only): a gap of 2 s starts a new cluster
 BIAS_POINTS = 0.10
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -104,11 +103,11 @@ class Trade:
     first_ns: int
     last_ns: int
     markouts: dict[int, float]   # qty-weighted mean over the order's fills, fee-adjusted bps
-    lost_by_bias: bool = False   # the power check's injected loss (markouts untouched)
+    forced_win: bool | None = None   # the power check's injected outcome (markouts untouched)
 
     @property
     def won(self) -> bool:
-        return self.markouts[1000] > 0 and not self.lost_by_bias
+        return self.markouts[1000] > 0 if self.forced_win is None else self.forced_win
 
 
 def fill_markouts(fills: Sequence[dict[str, Any]], mids: tuple[np.ndarray, np.ndarray]) -> dict[int, np.ndarray]:
@@ -198,84 +197,122 @@ def route_numbers(trades: Sequence[Trade], fills: Sequence[dict[str, Any]],
 
 # -- the cluster-robust comparison ------------------------------------------------------------------
 @dataclass(frozen=True)
-class Estimate:
-    """A ratio estimate p = Σ y / Σ n over clusters, with its cluster-robust variance."""
+class Comparison:
+    """p_paper − p_canary for one metric, with its cluster-robust standard error and z."""
 
-    p: float
-    var: float
-    n: int
-    clusters: int
-
-
-def bucket_clusters(ts_ns: np.ndarray) -> np.ndarray:
-    """Cluster label of each unit: its 10 s bucket of market time (the same grid for both routes)."""
-    return np.asarray(ts_ns, dtype=np.int64) // BUCKET_NS
-
-
-def gap_clusters(ts_ns: np.ndarray) -> np.ndarray:
-    """Cluster label of each unit: a new cluster whenever the next unit comes more than 2 s later."""
-    order = np.argsort(ts_ns, kind="stable")
-    starts = np.concatenate([[0], (np.diff(np.asarray(ts_ns)[order]) > GAP_NS).astype(np.int64)])
-    labels = np.empty(len(order), dtype=np.int64)
-    labels[order] = np.cumsum(starts)
-    return labels
+    metric: str
+    p: tuple[float, float]          # (paper, canary) ratio estimates Σy / n
+    n: tuple[int, int]              # units (trades or orders) per route
+    clusters: tuple[int, int]       # non-empty 10 s buckets per route
+    buckets: int                    # buckets with a unit of either route: the independent units, G
+    se: float                       # paired (joint-cluster) standard error of the difference
+    z: float
+    z_unpaired: float               # as if the routes were independent samples (conservative; printed only)
 
 
-def ratio_estimate(y: np.ndarray, clusters: np.ndarray) -> Estimate:
-    """p = Σy/n with the sandwich (linearised ratio) variance Σ_e (Y_e − p n_e)² / n² · G/(G−1).
+def t_critical(df: int, alpha: float = ALPHA) -> float:
+    """Two-sided Student-t critical value (Cornish-Fisher expansion around the normal one; < 1 % off for df >= 9).
 
-    Units inside one cluster may be arbitrarily correlated; clusters are treated as independent.
+    A sandwich variance from G clusters has about G − 1 degrees of freedom; with ~30 clusters the
+    normal 2.576 would reject an A/A pair more often than alpha says.
     """
-    y = np.asarray(y, dtype=float)
-    _, inv = np.unique(clusters, return_inverse=True)
-    big_y, n_e = np.bincount(inv, weights=y), np.bincount(inv).astype(float)
-    n, g = float(n_e.sum()), len(n_e)
-    p = float(big_y.sum() / n)
-    var = float(np.sum((big_y - p * n_e) ** 2) / n ** 2 * (g / (g - 1))) if g > 1 else math.inf
-    return Estimate(p, var, int(n), g)
+    z = NormalDist().inv_cdf(1 - alpha / 2)   # 2.576 for alpha = 0.01
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
-def z_score(a: Estimate, b: Estimate) -> float:
-    """(p_a − p_b) / sqrt(Var_a + Var_b): the two routes' samples are independent clusterings of one market."""
-    se = math.sqrt(a.var + b.var)
-    return (a.p - b.p) / se if se > 0 else (0.0 if a.p == b.p else math.inf)
+def compare_units(metric: str, y: tuple[np.ndarray, np.ndarray], ts_ns: tuple[np.ndarray, np.ndarray]) -> Comparison:
+    """Cluster-robust z for the difference of two ratio estimates p_r = Σy_r / n_r on one market.
+
+    Both routes trade the same market at the same time, so a bucket's paper and canary outcomes
+    share its move: the buckets (10 s of market time, one grid for both routes) are the
+    independent units, not the routes. With per-bucket sums Y_re, n_re, the linearised ratio
+    estimator gives u_e = (Y_pe − p_p n_pe)/n_p − (Y_ce − p_c n_ce)/n_c and
+    Var(p_p − p_c) = G/(G−1) Σ_e u_e², valid for any correlation inside a bucket (across routes
+    too). Treating the routes as independent, Var_p + Var_c, drops the positive covariance of the
+    shared market and has a fraction of the power; it is kept for the printout.
+    """
+    labels = [np.asarray(t, dtype=np.int64) // BUCKET_NS for t in ts_ns]
+    keys = np.unique(np.concatenate(labels))
+    g = len(keys)
+    sums, counts, p = [], [], []
+    for yr, lr in zip(y, labels, strict=True):
+        idx = np.searchsorted(keys, lr)
+        sums.append(np.bincount(idx, weights=np.asarray(yr, dtype=float), minlength=g))
+        counts.append(np.bincount(idx, minlength=g).astype(float))
+        p.append(float(sums[-1].sum() / counts[-1].sum()))
+    parts = [(s - pr * c) / c.sum() for s, c, pr in zip(sums, counts, p, strict=True)]
+    small = g / (g - 1) if g > 1 else math.inf
+    var = small * float(np.sum((parts[0] - parts[1]) ** 2))
+    var_unpaired = small * float(np.sum(parts[0] ** 2) + np.sum(parts[1] ** 2))
+    diff = p[0] - p[1]
+
+    def z_of(v: float) -> float:
+        return diff / math.sqrt(v) if v > 0 else (0.0 if diff == 0 else math.inf)
+
+    return Comparison(metric, (p[0], p[1]), (int(counts[0].sum()), int(counts[1].sum())),
+                      (int((counts[0] > 0).sum()), int((counts[1] > 0).sum())), g, math.sqrt(var),
+                      z_of(var), z_of(var_unpaired))
 
 
-def compare(trades: Sequence[Trade], fills: Sequence[dict[str, Any]], orders: Sequence[dict[str, Any]],
-            clustering: Any = bucket_clusters) -> dict[str, tuple[Estimate, Estimate, float]]:
-    """Per metric: (paper estimate, canary estimate, z)."""
+def compare(trades: Sequence[Trade], fills: Sequence[dict[str, Any]],
+            orders: Sequence[dict[str, Any]]) -> dict[str, Comparison]:
+    """Win rate and mean 1 s markout (trades, by first fill) and fill rate (done orders, by first event)."""
+    by = [[t for t in trades if t.route == r] for r in ("paper", "canary")]
+    ts = (np.asarray([t.first_ns for t in by[0]], dtype=np.int64), np.asarray([t.first_ns for t in by[1]],
+                                                                                dtype=np.int64))
+    units = [fill_units(fills, orders, r) for r in ("paper", "canary")]
+    return {
+        "win_rate": compare_units("win_rate", (np.asarray([float(t.won) for t in by[0]]),
+                                               np.asarray([float(t.won) for t in by[1]])), ts),
+        "markout_1000ms": compare_units("markout_1000ms", (np.asarray([t.markouts[1000] for t in by[0]]),
+                                                           np.asarray([t.markouts[1000] for t in by[1]])), ts),
+        "fill_rate": compare_units("fill_rate", (units[0][1], units[1][1]), (units[0][0], units[1][0])),
+    }
+
+
+def relabelled_z_sd(trades: Sequence[Trade], draws: int = 200, seed: int = 0) -> dict[str, float]:
+    """Standard deviation of the win-rate and markout z when each trade's route is re-drawn by a fair coin.
+
+    Random relabelling makes the two "routes" equal by construction while keeping the market's
+    clustering, so a calibrated z has sd ~1 there; a variance that ignored the clustering would
+    give sd >> 1 (false alarms), one that ignored the pairing sd << 1 (no power).
+    """
+    rng = np.random.default_rng(seed)
+    ts = np.asarray([t.first_ns for t in trades], dtype=np.int64)
     out = {}
-    by = {r: [t for t in trades if t.route == r] for r in ("paper", "canary")}
-    ts = {r: np.asarray([t.first_ns for t in rows], dtype=np.int64) for r, rows in by.items()}
-    for metric, value in (("win_rate", lambda t: float(t.won)), ("markout_1000ms", lambda t: t.markouts[1000])):
-        est = [ratio_estimate(np.asarray([value(t) for t in by[r]]), clustering(ts[r])) for r in ("paper", "canary")]
-        out[metric] = (est[0], est[1], z_score(*est))
-    est = []
-    for r in ("paper", "canary"):
-        order_ts, any_fill = fill_units(fills, orders, r)
-        est.append(ratio_estimate(any_fill, clustering(order_ts)))
-    out["fill_rate"] = (est[0], est[1], z_score(*est))
+    for metric, y in (("win_rate", np.asarray([float(t.won) for t in trades])),
+                      ("markout_1000ms", np.asarray([t.markouts[1000] for t in trades]))):
+        zs = []
+        for _ in range(draws):
+            a = rng.random(len(trades)) < 0.5
+            zs.append(compare_units(metric, (y[a], y[~a]), (ts[a], ts[~a])).z)
+        out[metric] = float(np.std(zs))
     return out
 
 
 def biased(trades: Sequence[Trade], route: str, points: float) -> list[Trade]:
-    """``route``'s win rate lowered by at least ``points``: its wins with the smallest sha256(coid) become losses.
+    """``route``'s win rate moved by ``points`` (at least |points|): hash-chosen trades change outcome.
 
-    Deterministic (no RNG), and spread over the run like any other subset of wins.
+    points < 0 turns wins into losses, points > 0 losses into wins, taking the trades with the
+    smallest sha256(client order id) first: deterministic, and spread over the run like any other
+    subset. Markouts are left alone (only the win-rate comparison is biased).
     """
     rows = [t for t in trades if t.route == route]
-    k = math.ceil(points * len(rows))
-    wins = sorted((t for t in rows if t.won), key=lambda t: hashlib.sha256(t.key.encode()).hexdigest())
-    assert len(wins) >= k, f"{route} has {len(wins)} wins, fewer than the {k} a {points:.0%} bias needs"
-    flip = {t.key for t in wins[:k]}
-    return [replace(t, lost_by_bias=True) if t.key in flip else t for t in trades]
+    k = math.ceil(abs(points) * len(rows) - 1e-9)
+    pool = sorted((t for t in rows if t.won == (points < 0)), key=lambda t: hashlib.sha256(t.key.encode()).hexdigest())
+    assert len(pool) >= k, f"{route}: {len(pool)} trades to flip, fewer than the {k} a {points:+.0%} bias needs"
+    flip = {t.key for t in pool[:k]}
+    return [replace(t, forced_win=points > 0) if t.key in flip else t for t in trades]
 
 
-def report(title: str, cmp: dict[str, tuple[Estimate, Estimate, float]]) -> str:
+def report(title: str, cmp: dict[str, Comparison]) -> str:
     lines = [title]
-    for metric, (a, b, z) in cmp.items():
-        lines.append(f"  {metric:15s} paper {a.p:9.4f} (n={a.n:4d}, G={a.clusters:3d}, se={math.sqrt(a.var):.4f})"
-                     f"  canary {b.p:9.4f} (n={b.n:4d}, G={b.clusters:3d}, se={math.sqrt(b.var):.4f})  z={z:+.3f}")
+    for c in cmp.values():
+        lines.append(f"  {c.metric:15s} paper {c.p[0]:8.4f} (n={c.n[0]:5d}, G={c.clusters[0]:3d})  "
+                     f"canary {c.p[1]:8.4f} (n={c.n[1]:5d}, G={c.clusters[1]:3d})  "
+                     f"diff {c.p[0] - c.p[1]:+.4f} se {c.se:.4f} "
+                     f"z={c.z:+.3f} (buckets {c.buckets}, crit {t_critical(c.buckets - 1):.3f}; "
+                     f"unpaired z={c.z_unpaired:+.3f})")
     return "\n".join(lines)
 
 
@@ -357,6 +394,9 @@ def test_same_model_on_both_routes_is_indistinguishable_and_a_10_point_bias_is_n
                   f"{pf['trades_closed_total']:.0f} wins {pf['trades_won_total']:.0f} "
                   f"markout_1s {pf['avg_markout_1000ms']:+.4f}")
 
+        rejected = {dict(k).get("reason", "?"): v for k, v in prom.get("executor", "orders_rejected_total").items()}
+        print(f"  executor rejections by reason: {rejected}")
+
         # -- 1. risk's numbers equal the recomputation ------------------------------------------
         checked = ("trades_closed_total", "trades_won_total", "winrate_rolling", "fill_rate_rolling",
                    "avg_markout_1000ms")
@@ -376,22 +416,34 @@ def test_same_model_on_both_routes_is_indistinguishable_and_a_10_point_bias_is_n
 
         # -- 2. the routes agree within (cluster-robust) sampling error -------------------------
         cmp = compare(trades, fills, orders)
-        print(report("A/A, 10 s clusters:", cmp))
-        print(report("A/A, 2 s gap clusters (not asserted):", compare(trades, fills, orders, gap_clusters)))
-        paper, canary, _ = cmp["win_rate"]
-        for r, est in (("paper", paper), ("canary", canary)):
-            assert est.n >= 100 and est.clusters >= 10, f"{r}: {est.n} trades in {est.clusters} clusters is too few"
-        for metric, (a, b, z) in cmp.items():
-            assert abs(z) < Z_CRIT, (f"A/A rejected on {metric} at alpha={ALPHA}: paper {a.p:.4f} vs canary "
-                                     f"{b.p:.4f}, z={z:+.3f}")
+        print(report("A/A (paired, 10 s buckets of market time):", cmp))
+        win = cmp["win_rate"]
+        for k, r in enumerate(("paper", "canary")):
+            assert win.n[k] >= 100 and win.clusters[k] >= 10, \
+                f"{r}: {win.n[k]} trades in {win.clusters[k]} clusters is too few for the comparison to mean anything"
+        for c in cmp.values():
+            crit = t_critical(c.buckets - 1)
+            assert abs(c.z) < crit, (f"A/A rejected on {c.metric} at alpha={ALPHA}: paper {c.p[0]:.4f} vs canary "
+                                     f"{c.p[1]:.4f}, z={c.z:+.3f}, |z| >= {crit:.3f}")
+
+        sds = relabelled_z_sd(trades)
+        print(f"  sd of z under 200 random route relabellings (calibrated: ~1): {sds}")
+        assert all(0.75 < sd < 1.33 for sd in sds.values()), f"the cluster-robust z is not calibrated here: {sds}"
 
         # -- 3. ... and the same test sees a 10-point bias -----------------------------------------
-        bad = compare(biased(trades, "canary", BIAS_POINTS), fills, orders)
-        print(report(f"canary win rate lowered by {BIAS_POINTS:.0%}:", bad))
-        a, b, z = bad["win_rate"]
-        assert canary.p - b.p >= BIAS_POINTS - 1e-12
-        assert abs(z) >= Z_CRIT, (f"a {BIAS_POINTS:.0%} bias is not detected at alpha={ALPHA}: paper {a.p:.4f} "
-                                  f"vs canary {b.p:.4f}, z={z:+.3f}; the replay is too short for this power")
+        # Lowering needs 10 points of wins to take away: with a win rate under 10 % (fees make a
+        # 1 s win rare) only the upward bias is possible, and it is always checked.
+        canary_wins = sum(t.won for t in trades if t.route == "canary")
+        shifts = [s for s in (-BIAS_POINTS, BIAS_POINTS)
+                  if s > 0 or canary_wins >= math.ceil(BIAS_POINTS * win.n[1] - 1e-9)]
+        for shift in shifts:
+            bad = compare(biased(trades, "canary", shift), fills, orders)["win_rate"]
+            print(report(f"canary win rate moved by {shift:+.0%}:", {"win_rate": bad}))
+            assert (bad.p[1] - win.p[1]) * np.sign(shift) >= BIAS_POINTS - 1e-12
+            crit = t_critical(bad.buckets - 1)
+            assert abs(bad.z) >= crit, (
+                f"a {shift:+.0%} canary bias is not detected at alpha={ALPHA}: paper {bad.p[0]:.4f} vs canary "
+                f"{bad.p[1]:.4f}, z={bad.z:+.3f}, |z| < {crit:.3f}; the replay is too short for this power")
         for n in names:
             assert svc.alive(n), f"{n} died:\n{svc.log(n)[-2000:]}"
     finally:

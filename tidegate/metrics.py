@@ -98,7 +98,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("avg_markout_1000ms", "gauge", "average fee-adjusted markout at 1000 ms, bps", ("route",), "risk"),
     MetricSpec("cancel_to_fill_ratio", "gauge", "cancels per fill", ("route",), "risk"),
     # risk: canary supervision
-    MetricSpec("winrate_baseline_active", "gauge", "win rate of the active model's other trades in this release attempt",
+    MetricSpec("winrate_baseline_active", "gauge", "win rate of the active model's other trades this attempt",
                (), "risk"),
     MetricSpec("winrate_canary", "gauge", "win rate of the candidate's canary trades in this release attempt",
                (), "risk"),

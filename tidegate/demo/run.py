@@ -34,7 +34,7 @@ from tidegate.demo.scenario import EXPECT, QUICK, Timings, release_document
 from tidegate.demo.stack import REPO, Stack
 from tidegate.registry import Registry
 from tidegate.release.local import LocalDriver
-from tidegate.release.spec import TERMINAL_PHASES, parse_release
+from tidegate.release.spec import TERMINAL_PHASES, ReleaseStatus, parse_release
 from tidegate.release.validation import (
     ValidationContext,
     check_artifact,
@@ -87,7 +87,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
     stack = Stack(work / "stack", {
         "registry": {"root": str(registry.root)},
         "executor": {"warmup_seconds": 3},
-        "collector": {"speed": speed, "source": "auto", "synthetic_seconds": SYNTHETIC_SECONDS,
+        "collector": {"speed": speed, "source": "auto", "loop": True, "synthetic_seconds": SYNTHETIC_SECONDS,
                       "synthetic_regime": SYNTHETIC_REGIME},
         # PSI over the whole replay so far, not the last minute: a minute of one market is
         # legitimately unlike six (volatility clusters), and the gate would read that as drift.
@@ -143,6 +143,7 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
             prom = stack.prometheus.url if stack.prometheus and stack.prometheus.alive() else None
             report = write_report(work / "releases", release.name, work / "report.html", prometheus_url=prom)
         _summary(console, phase, reason, ok, report, time.monotonic() - t0, opts.inject)
+        _evidence(console, driver.status)
         return DemoResult(phase, reason, ok, report, work, time.monotonic() - t0)
     finally:
         with _shielded():
@@ -241,7 +242,7 @@ def _inject(kind: str, stack: Stack, view: ProgressView) -> None:
             stack.prometheus.stop()
         view.note("inject prometheus-outage: Prometheus stopped; gates cannot be measured")
     elif kind == "winrate":
-        view.note("inject winrate: the candidate (trained on inverted labels) is now trading 25% of signals")
+        view.note("inject winrate: the candidate (trained on inverted labels) is trading the canary's share of signals")
     elif kind == "parity":
         view.note("inject parity: the scorer re-scores the candidate with its (swapped) reference model")
 
@@ -251,6 +252,31 @@ def _services_line(stack: Stack) -> str:
     for name, proc in stack.procs.items():
         states.append(f"{name} {'up' if proc.alive() else 'DOWN'}")
     return "services: " + ", ".join(states)
+
+
+def evidence_line(status: ReleaseStatus | None) -> str:
+    """The win-rate gate's last evidence in one line: the counts, both rates, the bound, alpha."""
+    gate = status.gates.get("winrate") if status is not None else None
+    ev = gate.evidence if gate is not None else None
+    if not ev:
+        winrate = [d for d in (status.decisions if status else []) if d.gate == "winrate" and d.evidence]
+        ev = winrate[-1].evidence if winrate else None
+    if not ev:
+        return "win-rate evidence: none recorded (the gate never ran in a weighted stage)"
+
+    def pct(x: float) -> str:
+        return "n/a" if x != x else f"{x:.1%}"
+
+    return (f"win-rate evidence ({gate.verdict if gate else 'last'}): canary {ev['wins_canary']:.0f}/"
+            f"{ev['n_canary']:.0f} = {pct(ev['winrate_canary'])} vs baseline {ev['wins_baseline']:.0f}/"
+            f"{ev['n_baseline']:.0f} = {pct(ev['winrate_baseline_active'])}; diff {ev['diff'] * 100:+.1f} pp, "
+            f"one-sided upper bound {ev['upper_one_sided'] * 100:+.1f} pp (FAIL needs < 0 and diff < margin); "
+            f"alpha {ev['alpha']:g}, design effect {ev['design_effect_canary']:.1f}/{ev['design_effect_baseline']:.1f}"
+            f" over {ev['clusters_canary']:.0f}/{ev['clusters_baseline']:.0f} clusters")
+
+
+def _evidence(console: Console, status: ReleaseStatus | None) -> None:
+    console.print(evidence_line(status), highlight=False)
 
 
 def _summary(console: Console, phase: str, reason: str, ok: bool, report: Path | None, seconds: float,

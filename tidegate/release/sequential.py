@@ -69,17 +69,16 @@ from typing import Any
 import numpy as np
 
 DEFAULT_ALPHA = 0.05
-#: Mixing standard deviation of the true difference (a fraction: 0.05 = 5 points).
-#: A normal mixture is most sensitive to drops of about tau where they become
-#: detectable (Howard et al.: the boundary is tightest at the variance V* where
-#: ``tau² ≈ V* · (2·log(1/alpha) + log(1 + 2·log(1/alpha)))``). The seed policy's margin
-#: is 5 points, the smallest drop that matters, and an 8-point drop must be caught fast:
-#: tau = 0.05 sits at the margin. Measured (bench/bench_gates.py, 240 canary trades/h,
-#: a look every 30 s, 4 h stage): 8 points caught at a median of ~290 canary trades
-#: (73 min), 6 points ~465, 12 points ~150; equal canaries rolled back ~2 %. tau 0.02 is
-#: much slower (480 for 8 points), 0.08-0.12 about 15 % faster for 6-12 points with a
-#: false-rollback rate still under alpha (~3.5 %); the curve is flat from 0.05 to 0.12.
-DEFAULT_TAU = 0.05
+#: Mixing standard deviation of the true difference (a fraction: 0.08 = 8 points).
+#: The normal mixture is a prior over plausible drops: it is most sensitive near tau, and a
+#: narrow prior is nearly blind to drops far beyond it while samples are small. Measured
+#: (bench/bench_gates.py, 240 canary trades/h, a look every 30 s, 4 h stage): median canary
+#: trades to catch 6 / 8 / 12 points were 465 / 288 / 148 at tau 0.05 and 440 / 246 / 106 at
+#: 0.12, equal canaries rolled back 2.5 % and 3.6 % (both under alpha), so a wider prior is
+#: faster at every drop worth catching; and a broken model (a sign bug loses 30-50 points)
+#: must be stopped on the few trades of a short canary. 0.08 keeps the A/A rate with a look
+#: at 3.2 % in the bench (the look-after-every-trade A/A test at 0.10 came within its error of alpha).
+DEFAULT_TAU = 0.08
 #: No FAIL before each arm has this many trades: the normal approximation of a binomial
 #: proportion (and its plug-in variance) is poor for a handful of trades, and no drop
 #: worth detecting is detectable that early anyway (8 points takes hundreds).

@@ -59,8 +59,38 @@ def select_events(frame: MarketFrame, *, start_offset_s: float, max_events: int 
             return
 
 
-async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0) -> dict[str, int]:
-    """Publish the frame once; ``offset_ns`` moves every timestamp forward (looped replays keep time monotonic)."""
+def loop_shift(msg: BookMsg | TradeMsg, offset_ns: int, id_offset: int) -> BookMsg | TradeMsg:
+    """A message of a later loop: times *and* update ids moved forward.
+
+    Consumers keep their books across loops and refuse a ticker whose update id is not newer
+    than the last one (a venue's rule against stale updates). Without the id shift every ticker
+    of the second loop was refused, the consumers' touch froze at the end of the first loop,
+    and the features drifted (the demo's drift gate rolled a healthy release back on it)."""
+    if isinstance(msg, TradeMsg):
+        return msg.model_copy(update={"ts_ns": msg.ts_ns + offset_ns, "recv_ns": msg.recv_ns + offset_ns,
+                                      "trade_id": msg.trade_id + id_offset if msg.trade_id >= 0 else -1})
+    return msg.model_copy(update={
+        "ts_ns": msg.ts_ns + offset_ns, "recv_ns": msg.recv_ns + offset_ns,
+        "first_id": msg.first_id + id_offset if msg.first_id >= 0 else msg.first_id,
+        "last_id": msg.last_id + id_offset if msg.last_id >= 0 else msg.last_id,
+        "prev_id": msg.prev_id + id_offset if msg.prev_id >= 0 else msg.prev_id})
+
+
+def clearing_message(previous: MarketMessages, ts_ns: int) -> BookMsg:
+    """One depth update deleting every level of the previous loop's book, so that every consumer's
+    ladder starts the next loop empty, as it started the first (no stale levels of the old loop)."""
+    ladder = previous.book.book
+    previous.seq += 1
+    return BookMsg.model_construct(
+        symbol=previous.symbol, kind="depth", ts_ns=ts_ns, recv_ns=ts_ns, seq=previous.seq, first_id=-1,
+        last_id=-1, prev_id=-1, bids=[], asks=[], bid_changes=[(p, 0.0) for p in ladder.bids],
+        ask_changes=[(p, 0.0) for p in ladder.asks])
+
+
+async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0, *, id_offset: int = 0,
+                 previous: MarketMessages | None = None) -> tuple[dict[str, int], MarketMessages]:
+    """Publish the frame once; ``offset_ns``/``id_offset`` move every timestamp and update id forward
+    (looped replays keep both monotonic), after a message clearing ``previous``'s book."""
     cfg = ctx.cfg.collector
     assert ctx.bus is not None
     symbol = ctx.cfg.symbols[0]
@@ -68,6 +98,9 @@ async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0) ->
     published = ctx.metrics["md_events_published_total"]
     book_subject, trade_subject = ctx.subjects.book(symbol), ctx.subjects.trade(symbol)
     counts = {"book": 0, "trade": 0}
+    if previous is not None:
+        await ctx.bus.publish(book_subject, clearing_message(previous, frame.time_range_ns()[0] + offset_ns - 1))
+        conv.seq = previous.seq
     t0_wall = time.monotonic()
     t0_ev: int | None = None
     for i, ev in enumerate(select_events(frame, start_offset_s=cfg.start_offset_s, max_events=cfg.max_events)):
@@ -85,8 +118,8 @@ async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0) ->
         msg = conv.convert(ev)
         if msg is None:
             continue
-        if offset_ns:
-            msg = msg.model_copy(update={"ts_ns": msg.ts_ns + offset_ns, "recv_ns": msg.recv_ns + offset_ns})
+        if offset_ns or id_offset:
+            msg = loop_shift(msg, offset_ns, id_offset)
         if isinstance(msg, BookMsg):
             await ctx.bus.publish(book_subject, msg)
             counts["book"] += 1
@@ -96,7 +129,16 @@ async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0) ->
             counts["trade"] += 1
             published.labels(symbol=symbol, kind="trade").inc()
     await ctx.bus.nc.flush(timeout=10)
-    return counts
+    return counts, conv
+
+
+def max_update_id(frame: MarketFrame) -> int:
+    """The largest update or trade id in the frame (ids of a looped replay start above it)."""
+    best = 0
+    for ev in iter_events(frame):
+        for name in ("last_id", "update_id", "trade_id"):
+            best = max(best, int(getattr(ev, name, 0) or 0))
+    return best
 
 
 async def stream_live(ctx: ServiceContext) -> None:
@@ -153,9 +195,12 @@ async def serve(ctx: ServiceContext) -> None:
     ctx.ready = True
     first_ns, last_ns = frame.time_range_ns()
     span_ns = last_ns - first_ns + 1_000_000_000   # each loop starts 1 s after the previous one ended
+    id_span = max_update_id(frame) + 1
     loops = 0
+    previous: MarketMessages | None = None
     while True:
-        counts = await replay(ctx, frame, offset_ns=loops * span_ns)
+        counts, previous = await replay(ctx, frame, offset_ns=loops * span_ns, id_offset=loops * id_span,
+                                        previous=previous)
         loops += 1
         ctx.status.update({"published": counts})
         ctx.log.info("replay finished: %d book and %d trade messages published", counts["book"], counts["trade"])
