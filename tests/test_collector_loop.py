@@ -35,7 +35,7 @@ def test_second_loop_moves_the_consumers_touch_and_starts_from_an_empty_ladder()
     first, conv1 = _loop(frame, 0, 0)
     span = frame.time_range_ns()[1] - frame.time_range_ns()[0] + 1_000_000_000
     ids = max_update_id(frame) + 1
-    second, conv2 = _loop(frame, span, ids)
+    second, _ = _loop(frame, span, ids)
     consumer = BookState()
     _consume(consumer, first)
     end_of_first = consumer.touch()
