@@ -63,11 +63,11 @@ def test_threshold_winrate_verdicts(samples: dict[str, Sample], verdict: Verdict
 
 
 def test_sequential_winrate_needs_evidence_not_a_crossed_line() -> None:
-    """The seed's rule fails 48 vs 55 % over 200 canary trades (7 points); the sequential test wants more
+    """The seed's rule fails 48 vs 55 % over 250 canary trades (7 points); the sequential test wants more
     evidence, which 2,000 trades give; 49.6 % (crossing the line by a hair) never fails it; 30 % over 60
     trades, below min_sample, FAILs at once because the evidence is overwhelming."""
-    assert judge("winrate", LIMITS, wr(0.48, n_c=200)).verdict == Verdict.PASS   # 7 pp over 200: not yet evidence
-    assert judge("winrate", THRESHOLD, wr(0.48, n_c=200)).verdict == Verdict.FAIL
+    assert judge("winrate", LIMITS, wr(0.48, n_c=250)).verdict == Verdict.PASS   # 7 pp over 250: not yet evidence
+    assert judge("winrate", THRESHOLD, wr(0.48, n_c=250)).verdict == Verdict.FAIL
     assert judge("winrate", LIMITS, wr(0.48, n_c=2000)).verdict == Verdict.FAIL
     assert judge("winrate", LIMITS, wr(0.496)).verdict == Verdict.PASS
     early = judge("winrate", LIMITS, wr(0.30, n_c=60))

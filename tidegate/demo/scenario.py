@@ -40,7 +40,7 @@ class Timings:
     # entry order every 5 s of market time, in bursts; a canary needs a few minutes of market
     # before its evidence can decide at the seed's 5-point margin (docs/release-policy.md).
     speed: float = 4.0
-    min_sample: int = 20             # canary trades (filled entry orders) before the gate may PASS
+    min_sample: int = 30             # independent trades (n / design effect) per arm before a PASS
     winrate_delta_pp: float = 5.0    # the seed's margin; the sequential test controls false rollbacks
 
 

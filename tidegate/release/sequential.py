@@ -202,6 +202,17 @@ class WinrateTest:
     log_lambda_one_sided: float
     upper_one_sided: float
     worse: bool
+    deff_canary: float = 1.0
+    deff_baseline: float = 1.0
+
+    @property
+    def effective_canary(self) -> float:
+        """Independent evidence in the canary arm: trades over the design effect."""
+        return self.n_canary / max(1.0, self.deff_canary)
+
+    @property
+    def effective_baseline(self) -> float:
+        return self.n_baseline / max(1.0, self.deff_baseline)
 
     @property
     def has_evidence(self) -> bool:
@@ -273,7 +284,7 @@ def winrate_test(wins_canary: int, n_canary: int, wins_baseline: int, n_baseline
     rb = wins_baseline / n_baseline if n_baseline else math.nan
     if n_canary == 0 or n_baseline == 0:
         return WinrateTest(n_canary, n_baseline, rc, rb, math.nan, math.inf, tau, alpha, 0.0, log_bound,
-                           1.0, -1.0, 0.0, 1.0, False)
+                           1.0, -1.0, 0.0, 1.0, False, deff_canary, deff_baseline)
     d = rc - rb
     # clustered trades: each arm is worth n / deff independent trades (smoothing applied at that size)
     dc, db = max(1.0, deff_canary), max(1.0, deff_baseline)
@@ -285,7 +296,7 @@ def winrate_test(wins_canary: int, n_canary: int, wins_baseline: int, n_baseline
         tau=tau, alpha=alpha, log_lambda=log_mixture(d, v, tau), log_bound=log_bound,
         upper=min(1.0, d + w), lower=max(-1.0, d - w), log_lambda_one_sided=lam1,
         upper_one_sided=min(1.0, d + _one_sided_offset(v, tau, alpha)),
-        worse=bool(v > 0 and lam1 >= log_bound))
+        worse=bool(v > 0 and lam1 >= log_bound), deff_canary=dc, deff_baseline=db)
 
 
 def _pp(x: float) -> str:
@@ -329,6 +340,14 @@ def sequential_decision(test: WinrateTest, *, delta: float, min_sample: int,
     if test.n_canary < min_sample:
         return "INSUFFICIENT", (f"n canary {test.n_canary} < min_sample {min_sample}, no evidence of harm: "
                                 f"{facts}{extra}")
+    # Clustered trades: min_sample counts independent evidence in *both* arms. A canary judged against
+    # a baseline of 51 trades in 13 bursts has been compared with about 12 observations, too few to
+    # tell a broken model (0.4 % vs 37 % in a demo run) from noise: wait for evidence, never PASS.
+    short = min(test.effective_canary, test.effective_baseline)
+    if short < min_sample:
+        return "INSUFFICIENT", (f"effective trades (n / design effect) canary {test.effective_canary:.0f}, "
+                                f"baseline {test.effective_baseline:.0f} < min_sample {min_sample}, "
+                                f"no evidence of harm: {facts}{extra}")
     if test.worse:
         why = f"canary worse but shortfall {_pp(test.diff)} within {margin}"
     elif not test.has_evidence:
