@@ -130,6 +130,7 @@ class RiskBook:
     mid_history_ns: int = 120 * S   # mids kept behind the newest, for late-arriving fills
     cluster_gap_ns: int = 2 * S     # trades entered further apart than this are separate clusters
     orphan_ns: int = 60 * S         # an order whose end never arrives is closed this long after its last fill
+    scan_ns: int = 50 * MS          # how often (market time) open trades are checked for closing
     mids_t: dict[str, list[int]] = field(default_factory=dict)
     mids: dict[str, list[float]] = field(default_factory=dict)
     open_trades: dict[str, dict[str, _OpenTrade]] = field(default_factory=dict)   # symbol -> coid -> trade
@@ -144,6 +145,7 @@ class RiskBook:
     trade_times: deque[int] = field(default_factory=deque)
     filled_coids: set[str] = field(default_factory=set)
     entry_meta: dict[str, tuple[float, str]] = field(default_factory=dict)          # coid -> (qty, end)
+    _next_scan: dict[str, int] = field(default_factory=dict)
     last_ts_ns: int = 0
     unmarked: int = 0   # trades with no mid at or before a fill (cannot be marked; logged by the service)
 
@@ -156,6 +158,13 @@ class RiskBook:
         times.append(ts_ns)
         values.append(mid)
         self.last_ts_ns = max(self.last_ts_ns, ts_ns)
+        # Scanning every open trade on every mid cost O(open trades) per book update: with a model
+        # that keeps hundreds of orders open, risk fell behind its core subscriptions at replay speed.
+        # Due trades are looked for at most every ``scan_ns`` of market time (a trade closes at most
+        # that much later; its markouts do not depend on when it is closed).
+        if ts_ns < self._next_scan.get(symbol, 0):
+            return []
+        self._next_scan[symbol] = ts_ns + self.scan_ns
         closed = self._close_due(symbol, ts_ns)
         self._flush_clusters(ts_ns)
         self._trim(symbol)
@@ -220,7 +229,7 @@ class RiskBook:
             self.trade_times.append(fill.ts_ns)
         t.fills.append(fill)
         times = self.mids_t.get(symbol)
-        return self._close_due(symbol, times[-1]) if times else []
+        return self._close_due(symbol, times[-1], only=coid) if times else []
 
     def begin_attempt(self, key: str, candidate: str | None, active: str | None) -> None:
         """Start counting a release attempt's evidence (canary = candidate's canary trades; baseline = the
@@ -236,12 +245,13 @@ class RiskBook:
         while len(self.done_orders) > self.window_orders:
             self.done_orders.popleft()
 
-    def _close_due(self, symbol: str, now_ns: int) -> list[ClosedTrade]:
+    def _close_due(self, symbol: str, now_ns: int, only: str | None = None) -> list[ClosedTrade]:
         trades = self.open_trades.get(symbol)
         if not trades:
             return []
         horizon = max(HORIZONS_MS) * MS
-        due = [t for t in trades.values()
+        pool = trades.values() if only is None else [trades[only]] if only in trades else []
+        due = [t for t in pool
                if (t.complete() and t.last_ns + horizon < now_ns) or t.last_ns + self.orphan_ns < now_ns]
         out: list[ClosedTrade] = []
         for t in sorted(due, key=lambda t: t.first_ns):
