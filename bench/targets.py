@@ -69,6 +69,21 @@ TARGETS: tuple[Target, ...] = (
     Target("breach_to_rollback", "guard-rail breach visible → executor sees rollback (max)", "#6", "s", "lower",
            1.0, "release", (r"release:visible_to_disabled_s\.max", r"release:.*breach.*max"),
            limit_plus=(r"release:analysis_interval_s",), condition="limit = evaluation interval + 1 s"),
+    Target("gates_equal_sequential", "equal canary ever rolled back: sequential win-rate gate", "#6", "", "lower",
+           0.05, "gates", (r"gates:targets\.equal_rollback_sequential\.value",),
+           condition="independent trades, 4 h stage, a look every 30 s"),
+    Target("gates_equal_sequential_clustered", "equal canary ever rolled back: sequential gate with design effect",
+           "#6", "", "lower", 0.05, "gates", (r"gates:targets\.equal_rollback_sequential_clustered\.value",),
+           condition="clustered trades, mean cluster size 5, 4 h stage"),
+    Target("gates_equal_other_rules", "equal canary ever rolled back: every other rule (min over rules)", "#6", "",
+           "higher", 0.05, "gates", (r"gates:targets\.equal_rollback_other_rules_min\.value",),
+           condition="threshold, Flagger-like, Argo-like; independent trades"),
+    Target("gates_equal_other_rules_clustered", "equal canary ever rolled back: every other rule, clustered (min)",
+           "#6", "", "higher", 0.05, "gates", (r"gates:targets\.equal_rollback_other_rules_min_clustered\.value",),
+           condition="incl. sequential without design effect"),
+    Target("gates_detect_8pp", "8-point win-rate drop: median canary trades to rollback (sequential)", "#6",
+           "trades", "lower", 700.0, "gates", (r"gates:targets\.detect_8pp_median_canary_trades\.value",),
+           condition="independent trades, 4 h stage"),
 )
 
 

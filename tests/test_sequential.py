@@ -7,6 +7,9 @@
   than alpha (one-sided binomial upper bound), while the seed's threshold, looked at on
   the benchmark's cadence, is not; an 8-point drop is caught within 700 canary trades
   at the median;
+* clustered trades (a burst's trades share its outcome): without the design effect an
+  equal canary is rolled back far more often than alpha; with ``design_effect`` on the
+  running cluster sums it must stay below alpha, and an 8-point drop is still caught;
 * edge cases (empty arms, all wins / losses, tiny samples) never FAIL, and the reasons
   quote the numbers.
 """
@@ -22,8 +25,10 @@ from scipy import integrate, optimize, stats
 
 from tidegate.release.sequential import (
     DEFAULT_TAU,
+    MIN_CLUSTERS,
     MIN_EVIDENCE_SAMPLE,
     WinrateTest,
+    design_effect,
     log_mixture,
     log_mixture_one_sided,
     sequential_decision,
@@ -237,6 +242,153 @@ def test_the_masks_are_the_scalar_decisions() -> None:
             assert seq[k] == (sequential_decision(winrate_test(*args), delta=delta, min_sample=200)[0] == "FAIL"), args
             assert thr[k] == (threshold_decision(*args, delta=delta, min_sample=200)[0] == "FAIL"), args
         assert 100 < seq.sum() < n_c.size and 100 < thr.sum() < n_c.size
+
+
+# --- brute force: clustered trades and the design effect -------------------------------------
+#
+# Trades of one market burst share its outcome (a demo run: 35 of 35 won, 18 of 18 lost). The
+# risk service counts per (route, model) the sums over closed clusters; the gate turns them
+# into a variance inflation with design_effect. Here: cluster sizes geometric with mean 5
+# (E[n²]/E[n] = 9, the true design effect of the ratio estimator when a cluster's trades all
+# win or all lose), each cluster's trades win together with probability p, 10 % of the
+# clusters go to the canary, and the gate looks after every closed cluster.
+
+CLUSTER_STATS = ("clusters", "trades", "wins", "trades_sq", "wins_sq", "wins_trades")
+ClusterSums = dict[str, dict[str, np.ndarray]]
+
+
+def _clustered_streams(seed: int, reps: int, clusters: int, p_canary: float, p_baseline: float = 0.52,
+                       share: float = 0.10, mean_size: float = 5.0, chunk: int = 200) -> Iterator[ClusterSums]:
+    """Running cluster sums {"c"|"b": {stat: array}} after every cluster, shape (chunk, clusters)."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, reps, chunk):
+        r = min(chunk, reps - start)
+        size = rng.geometric(1.0 / mean_size, (r, clusters)).astype(np.int64)
+        canary = rng.random((r, clusters)) < share
+        wins = size * (rng.random((r, clusters)) < np.where(canary, p_canary, p_baseline))
+        out: ClusterSums = {}
+        for arm, m in (("c", canary), ("b", ~canary)):
+            per = {"clusters": m.astype(np.int64), "trades": size * m, "wins": wins * m,
+                   "trades_sq": size * size * m, "wins_sq": wins * wins * m, "wins_trades": wins * size * m}
+            out[arm] = {k: np.cumsum(v, axis=1) for k, v in per.items()}
+        yield out
+
+
+def _design_effect_array(s: dict[str, np.ndarray]) -> np.ndarray:
+    """design_effect(sums, n = sums["trades"]) elementwise (every trade here is in a closed cluster)."""
+    g, total = s["clusters"].astype(float), s["trades"].astype(float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        few = np.maximum(1.0, s["trades_sq"] / total)
+        p = (s["wins"] + 1.0) / (total + 2.0)
+        robust = g / (g - 1.0) * (s["wins_sq"] - 2 * p * s["wins_trades"] + p * p * s["trades_sq"]) / (total * total)
+        many = np.maximum(1.0, robust / (p * (1.0 - p) / total))
+    return np.where(total <= 0, 1.0, np.where(g < MIN_CLUSTERS, few, many))
+
+
+def _clustered_fail_mask(st: ClusterSums, *, delta: float, design: bool = True, alpha: float = ALPHA,
+                         tau: float = DEFAULT_TAU) -> np.ndarray:
+    """Elementwise FAIL of winrate_test(..., deff_canary=, deff_baseline=) + sequential_decision."""
+    wc, nc, wb, nb = st["c"]["wins"], st["c"]["trades"], st["b"]["wins"], st["b"]["trades"]
+    ok = (nc >= MIN_EVIDENCE_SAMPLE) & (nb >= MIN_EVIDENCE_SAMPLE)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = wc / np.where(nc > 0, nc, 1) - wb / np.where(nb > 0, nb, 1)
+    out = np.zeros(nc.shape, dtype=bool)
+    cand = ok & (d < -delta) & (d < 0)
+    if not cand.any():
+        return out
+    dc = _design_effect_array({k: v[cand] for k, v in st["c"].items()}) if design else 1.0
+    db = _design_effect_array({k: v[cand] for k, v in st["b"].items()}) if design else 1.0
+    v = smoothed_variance(wc[cand] / dc, nc[cand] / dc, wb[cand] / db, nb[cand] / db)
+    dd, log_bound = d[cand], math.log(1.0 / alpha)
+    near = math.log(2.0) + log_mixture(dd, v, tau) >= log_bound     # log Λ₁ <= log 2 + log Λ
+    sub = np.zeros(dd.shape, dtype=bool)
+    if near.any():
+        sub[near] = log_mixture_one_sided(dd[near], v[near], tau) >= log_bound
+    out[cand] = sub
+    return out
+
+
+def _sums_at(st: ClusterSums, arm: str, i: int, j: int) -> dict[str, float]:
+    return {k: float(st[arm][k][i, j]) for k in CLUSTER_STATS}
+
+
+def _scalar_fail(st: ClusterSums, i: int, j: int, *, delta: float) -> bool:
+    """The gate's own path: design_effect on the cluster sums, winrate_test, sequential_decision."""
+    nc, nb = int(st["c"]["trades"][i, j]), int(st["b"]["trades"][i, j])
+    t = winrate_test(int(st["c"]["wins"][i, j]), nc, int(st["b"]["wins"][i, j]), nb,
+                     deff_canary=design_effect(_sums_at(st, "c", i, j), nc),
+                     deff_baseline=design_effect(_sums_at(st, "b", i, j), nb))
+    return sequential_decision(t, delta=delta, min_sample=200)[0] == "FAIL"
+
+
+def test_the_vectorised_design_effect_and_clustered_mask_are_the_scalar_path() -> None:
+    rng = np.random.default_rng(5)
+    checked = {"few": 0, "many": 0, "fail": 0}
+    for p_canary in (0.52, 0.40):
+        st = next(_clustered_streams(seed=11, reps=40, clusters=1500, p_canary=p_canary, chunk=40))
+        dc = _design_effect_array(st["c"])
+        masks = {delta: _clustered_fail_mask(st, delta=delta) for delta in (0.0, 0.05)}
+        cells = [(int(i), int(j)) for i, j in zip(rng.integers(0, 40, 300), rng.integers(0, 1500, 300), strict=True)]
+        cells += [(i, j) for i in range(40) for j in range(0, 120, 3)]          # the first clusters: G < 10
+        for i, j in cells:
+            g = st["c"]["clusters"][i, j]
+            assert dc[i, j] == pytest.approx(design_effect(_sums_at(st, "c", i, j), int(st["c"]["trades"][i, j])),
+                                             rel=1e-12)
+            checked["few" if g < MIN_CLUSTERS else "many"] += 1
+            for delta, mask in masks.items():
+                assert mask[i, j] == _scalar_fail(st, i, j, delta=delta), (i, j, delta)
+                checked["fail"] += int(mask[i, j])
+    assert design_effect(None, 0) == 1.0 and design_effect({"clusters": 0, "trades": 0}, 40) == 40.0
+    assert checked["few"] > 100 and checked["many"] > 300 and checked["fail"] > 20, checked
+
+
+def test_clustered_equal_canary_is_falsely_rolled_back_less_than_alpha_only_with_the_design_effect() -> None:
+    reps, clusters = 2000, 5000                            # ~2,500 canary trades in ~500 clusters each
+    no_design_reps = 600                                   # (a) is far from the line: fewer reps suffice
+    hits = {"deff_delta_5pp": 0, "deff_delta_0": 0, "no_deff_delta_5pp": 0}
+    verified, seen = 0, 0
+    fail_clusters: list[int] = []
+    for st in _clustered_streams(seed=20240602, reps=reps, clusters=clusters, p_canary=0.52):
+        assert 2_000 < float(np.median(st["c"]["trades"][:, -1])) < 3_000
+        assert 7.0 < float(np.median(_design_effect_array(st["c"])[:, -1])) < 11.0   # E[n²]/E[n] = 9
+        d5 = _clustered_fail_mask(st, delta=0.05)
+        d0 = _clustered_fail_mask(st, delta=0.0)
+        assert not (d5 & ~d0).any()
+        hits["deff_delta_5pp"] += int(d5.any(axis=1).sum())
+        hits["deff_delta_0"] += int(d0.any(axis=1).sum())
+        if seen < no_design_reps:
+            hits["no_deff_delta_5pp"] += int(_clustered_fail_mask(st, delta=0.05, design=False).any(axis=1).sum())
+        seen += d5.shape[0]
+        first = _first(d5)
+        for i in np.flatnonzero(first >= 0):
+            j = int(first[i])
+            fail_clusters.append(int(st["c"]["clusters"][i, j]))
+            if verified < 10:                              # the scalar gate agrees at a first FAIL and before it
+                assert _scalar_fail(st, int(i), j, delta=0.05) and not _scalar_fail(st, int(i), j - 1, delta=0.05)
+                verified += 1
+    rates = {k: v / (no_design_reps if k.startswith("no_") else reps) for k, v in hits.items()}
+    early = sum(g < 30 for g in fail_clusters)
+    info = f"{hits} -> {rates}; FAILs at < 30 canary clusters: {early} of {len(fail_clusters)}"
+    assert verified > 0
+    # (a) ignoring the clustering, an equal canary is rolled back far more often than alpha
+    assert _lower95(hits["no_deff_delta_5pp"], no_design_reps) > 2 * ALPHA, info
+    # (b) with the design effect from the running cluster sums, P(ever FAIL) stays below alpha
+    assert _upper95(hits["deff_delta_5pp"], reps) < ALPHA, info
+    assert _upper95(hits["deff_delta_0"], reps) < ALPHA, info
+
+
+def test_a_clustered_8_point_drop_is_still_caught_within_the_simulated_stage_in_most_reps() -> None:
+    reps, clusters = 300, 6000                             # ~3,000 canary trades each
+    trades: list[float] = []
+    for st in _clustered_streams(seed=8, reps=reps, clusters=clusters, p_canary=0.44):
+        first = _first(_clustered_fail_mask(st, delta=0.05))
+        n_c = st["c"]["trades"]
+        trades += [float(n_c[i, f]) if f >= 0 else math.inf for i, f in enumerate(first)]
+    caught = float(np.mean(np.isfinite(trades)))
+    median = float(np.median(trades))
+    # the price of clustering: ~9x fewer effective trades, so several times the independent ~290
+    assert caught > 0.5 and math.isfinite(median), (caught, median)
+    assert median > 700, median
 
 
 # --- edge cases and reasons ------------------------------------------------------------------

@@ -116,7 +116,7 @@ class WinrateGate(_Model):
     test: Literal["sequential", "threshold"] | None = Field(
         None, description="sequential: always-valid mSPRT (default); threshold: the seed's rule at every look")
     alpha: float | None = Field(None, gt=0, lt=0.5, description="false-rollback probability over the release")
-    tau: float | None = Field(None, gt=0, le=0.5, description="mixing sd of the mSPRT (fraction; default 0.05)")
+    tau: float | None = Field(None, gt=0, le=0.5, description="mixing sd of the mSPRT (fraction; default 0.08)")
     earlyPromote: bool = Field(False, description="advance before the stage duration once the canary is "
                                                   "shown non-inferior (lower bound > -winrateDeltaPP)")
 
@@ -346,7 +346,7 @@ class Limits(BaseModel):
     labels: tuple[tuple[str, str], ...] = ()
     winrate_test: str = "sequential"
     winrate_alpha: float = 0.05
-    winrate_tau: float = 0.05
+    winrate_tau: float = DEFAULT_TAU
     early_promote: bool = False
     winrate_window: float = 1800.0
 
