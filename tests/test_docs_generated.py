@@ -60,7 +60,7 @@ def test_metrics_reference_lists_every_catalogue_entry_grouped_by_owner() -> Non
     assert row[4] == "entry orders placed, by route"
     # grouped: the executor's metric sits under the executor heading, before the risk heading
     assert text.index("## `executor`") < text.index("| `trades_opened_total`") < text.index("## `risk`")
-    assert "gates" in _row(text, "winrate_canary")[3]
+    assert "gates" in _row(text, "trades_closed_total")[3] and "gates" in _row(text, "trade_clusters_total")[3]
     assert "Counters travel beside ratios" in text
     assert "| `winrate_rolling` | `trades_won_total / trades_closed_total` |" in text
 
