@@ -44,8 +44,8 @@ class Timings:
     winrate_delta_pp: float = 5.0    # the seed's margin; the sequential test controls false rollbacks
 
 
-QUICK = Timings(shadow=8, canary=20, canary_max=60, ramp=5, interval=1.0, inject_after=3.0, hold_observe=8.0,
-                speed=5.0, min_sample=8)   # a smoke test of the mechanics
+QUICK = Timings(shadow=8, canary=20, canary_max=120, ramp=5, interval=1.0, inject_after=3.0, hold_observe=8.0,
+                speed=3.0, min_sample=5)   # a smoke test of the mechanics
 
 
 @dataclass(frozen=True)
