@@ -225,22 +225,29 @@ def recompute(fills: list[dict[str, Any]], orders: list[dict[str, Any]],
 
     Written from the definitions in docs/trading-metrics.md, with numpy only:
     markout_h = s * (mid(t+h) - p) / p * 1e4 - fee_rate * 1e4, mid(t+h) the last mid at or before
-    t+h; a trade is an entry fill with a mid later than t+1000 ms, won when markout_1000 > 0;
+    t+h; a trade is one filled entry order (its markout the qty-weighted mean of its fills') with a
+    mid later than its last fill + 1000 ms, won when markout_1000 > 0;
     fill rate = finished (filled or cancelled) accepted orders with any fill / finished orders.
     """
     t, m = mids
     out: dict[str, dict[str, float]] = {}
-    by_route: dict[str, list[dict[str, float]]] = defaultdict(list)
+    by_route: dict[str, list[dict[int, float]]] = defaultdict(list)
+    per_order: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for f in fills:
-        if f["reduce_only"] or not (t[-1] > f["ts_ns"] + 1000 * 1_000_000):
+        if not f["reduce_only"]:
+            per_order[f["client_order_id"]].append(f)
+    for group in per_order.values():   # a trade is one filled entry order: qty-weighted markouts of its fills
+        if not all(t[-1] > f["ts_ns"] + 1000 * 1_000_000 for f in group):
             continue
-        s = 1.0 if f["side"] == "buy" else -1.0
-        row = {}
-        for h in HORIZONS_MS:
-            i = int(np.searchsorted(t, f["ts_ns"] + h * 1_000_000, side="right")) - 1
-            assert i >= 0, "a fill before the first mid"
-            row[h] = s * (m[i] - f["price"]) / f["price"] * 1e4 - f["fee_rate"] * 1e4
-        by_route[f["route"]].append(row)
+        qty = sum(f["qty"] for f in group)
+        row = dict.fromkeys(HORIZONS_MS, 0.0)
+        for f in group:
+            s = 1.0 if f["side"] == "buy" else -1.0
+            for h in HORIZONS_MS:
+                i = int(np.searchsorted(t, f["ts_ns"] + h * 1_000_000, side="right")) - 1
+                assert i >= 0, "a fill before the first mid"
+                row[h] += (s * (m[i] - f["price"]) / f["price"] * 1e4 - f["fee_rate"] * 1e4) * f["qty"] / qty
+        by_route[group[0]["route"]].append(row)
     statuses: dict[str, set[str]] = defaultdict(set)
     route_of: dict[str, str] = {}
     for o in orders:
