@@ -147,3 +147,16 @@ def test_trades_entered_within_the_gap_form_one_cluster():
     s = rb.cluster_sums[("paper", "m")]
     assert (s["clusters"], s["trades"], s["trades_sq"], s["wins"], s["wins_sq"], s["wins_trades"]) == (2, 4, 10, 4,
                                                                                                        10, 10)
+
+
+def test_a_fill_overtaken_by_its_cancel_never_opens_a_second_trade():
+    rb = RiskBook()
+    rb.on_mid("X", 0, 100.0)
+    rb.on_order("a", "paper", "new", qty=2.0, entry=True)
+    rb.on_fill("X", "a", FillRecord(10, "buy", 100.0, 1.0, 0.0, "paper", 0.6, "m"), entry=True)
+    rb.on_order("a", "paper", "cancelled", entry=True)
+    rb.on_mid("X", 2000 * MS, 100.0)
+    assert rb.totals["paper"].trades == 1
+    rb.on_fill("X", "a", FillRecord(20, "buy", 100.0, 1.0, 0.0, "paper", 0.6, "m"), entry=True)   # late
+    rb.on_mid("X", 5000 * MS, 100.0)
+    assert rb.totals["paper"].trades == 1 and rb.late_fills == 1

@@ -146,6 +146,8 @@ class RiskBook:
     filled_coids: set[str] = field(default_factory=set)
     entry_meta: dict[str, tuple[float, str]] = field(default_factory=dict)          # coid -> (qty, end)
     _next_scan: dict[str, int] = field(default_factory=dict)
+    closed_coids: dict[str, None] = field(default_factory=dict)   # recently closed trades (insertion-ordered)
+    late_fills: int = 0   # entry fills that arrived after their trade closed (not counted twice)
     last_ts_ns: int = 0
     unmarked: int = 0   # trades with no mid at or before a fill (cannot be marked; logged by the service)
 
@@ -223,6 +225,9 @@ class RiskBook:
             return []
         trades = self.open_trades.setdefault(symbol, {})
         t = trades.get(coid)
+        if t is None and coid in self.closed_coids:
+            self.late_fills += 1   # its trade already closed (the cancel overtook this fill): never a second trade
+            return []
         if t is None:
             qty, end = self.entry_meta.pop(coid, (0.0, ""))
             t = trades[coid] = _OpenTrade(fill.route, fill.model, coid, fill.score, qty=qty, end=end)
@@ -256,6 +261,9 @@ class RiskBook:
         out: list[ClosedTrade] = []
         for t in sorted(due, key=lambda t: t.first_ns):
             del trades[t.coid]
+            self.closed_coids[t.coid] = None
+            while len(self.closed_coids) > 4 * self.window_orders + 10_000:
+                self.closed_coids.pop(next(iter(self.closed_coids)))
             marks = trade_markouts(t.fills, self.mids_t[symbol], self.mids[symbol])
             if marks is None:
                 self.unmarked += 1
