@@ -73,14 +73,10 @@ sys.path.insert(0, str(REPO))
 from tidegate.release.sequential import (  # noqa: E402
     DEFAULT_ALPHA,
     DEFAULT_TAU,
-    MIN_CLUSTERS,
-    MIN_EVIDENCE_SAMPLE,
     design_effect,
-    log_mixture,
-    log_mixture_one_sided,
+    design_effect_array,
     sequential_decision,
     sequential_fail_mask,
-    smoothed_variance,
     threshold_fail_mask,
     winrate_test,
 )
@@ -162,41 +158,11 @@ def simulate_clustered(rng: np.random.Generator, reps: int, looks: int, trades_p
     return ClusteredStreams(sc["wins"], sc["trades"], sb["wins"], sb["trades"], sc, sb)
 
 
-def design_effect_array(sums: dict[str, np.ndarray], n: np.ndarray) -> np.ndarray:
-    """tidegate.release.sequential.design_effect elementwise (checked against it in check_scalar)."""
-    g, total = sums["clusters"].astype(float), sums["trades"].astype(float)
-    n = np.asarray(n, dtype=float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        few = np.where(total > 0, np.maximum(1.0, sums["trades_sq"] / total), np.maximum(1.0, n))
-        p = (sums["wins"] + 1.0) / (total + 2.0)
-        robust = g / (g - 1.0) * (sums["wins_sq"] - 2 * p * sums["wins_trades"] + p * p * sums["trades_sq"]) \
-            / (total * total)
-        binomial = p * (1.0 - p) / total
-        many = np.where(binomial > 0, np.maximum(1.0, robust / binomial), np.maximum(1.0, total / g))
-    out = np.where((g < MIN_CLUSTERS) | (total <= 0), few, many)
-    return np.where(n <= 0, 1.0, out)
-
-
 def sequential_deff_fail_mask(s: ClusteredStreams, *, delta: float, alpha: float = DEFAULT_ALPHA,
                               tau: float = DEFAULT_TAU) -> np.ndarray:
-    """Elementwise FAIL of the gate with design effects (sequential_fail_mask has no deff arguments)."""
-    ok = (s.n_c >= MIN_EVIDENCE_SAMPLE) & (s.n_b >= MIN_EVIDENCE_SAMPLE)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = s.wins_c / np.where(s.n_c > 0, s.n_c, 1) - s.wins_b / np.where(s.n_b > 0, s.n_b, 1)
-    out = np.zeros(s.n_c.shape, dtype=bool)
-    cand = ok & (d < -delta) & (d < 0)
-    if not cand.any():
-        return out
-    dc = design_effect_array({k: v[cand] for k, v in s.sums_c.items()}, s.n_c[cand])
-    db = design_effect_array({k: v[cand] for k, v in s.sums_b.items()}, s.n_b[cand])
-    v = smoothed_variance(s.wins_c[cand] / dc, s.n_c[cand] / dc, s.wins_b[cand] / db, s.n_b[cand] / db)
-    dd, log_bound = d[cand], math.log(1.0 / alpha)
-    near = math.log(2.0) + log_mixture(dd, v, tau) >= log_bound   # log Λ₁ <= log 2 + log Λ
-    sub = np.zeros(dd.shape, dtype=bool)
-    if near.any():
-        sub[near] = log_mixture_one_sided(dd[near], v[near], tau) >= log_bound
-    out[cand] = sub
-    return out
+    """Elementwise FAIL of the gate with design effects from the streams' cluster sums."""
+    return sequential_fail_mask(s.wins_c, s.n_c, s.wins_b, s.n_b, delta=delta, alpha=alpha, tau=tau,
+                                sums_canary=s.sums_c, sums_baseline=s.sums_b)
 
 
 def check_scalar(s: ClusteredStreams, mask: np.ndarray, rng: np.random.Generator, cells: int = 200) -> int:

@@ -29,6 +29,7 @@ from tidegate.release.sequential import (
     MIN_EVIDENCE_SAMPLE,
     WinrateTest,
     design_effect,
+    design_effect_array,
     log_mixture,
     log_mixture_one_sided,
     sequential_decision,
@@ -276,36 +277,15 @@ def _clustered_streams(seed: int, reps: int, clusters: int, p_canary: float, p_b
 
 def _design_effect_array(s: dict[str, np.ndarray]) -> np.ndarray:
     """design_effect(sums, n = sums["trades"]) elementwise (every trade here is in a closed cluster)."""
-    g, total = s["clusters"].astype(float), s["trades"].astype(float)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        few = np.maximum(1.0, s["trades_sq"] / total)
-        p = (s["wins"] + 1.0) / (total + 2.0)
-        robust = g / (g - 1.0) * (s["wins_sq"] - 2 * p * s["wins_trades"] + p * p * s["trades_sq"]) / (total * total)
-        many = np.maximum(1.0, robust / (p * (1.0 - p) / total))
-    return np.where(total <= 0, 1.0, np.where(g < MIN_CLUSTERS, few, many))
+    return design_effect_array(s, s["trades"])
 
 
 def _clustered_fail_mask(st: ClusterSums, *, delta: float, design: bool = True, alpha: float = ALPHA,
                          tau: float = DEFAULT_TAU) -> np.ndarray:
     """Elementwise FAIL of winrate_test(..., deff_canary=, deff_baseline=) + sequential_decision."""
-    wc, nc, wb, nb = st["c"]["wins"], st["c"]["trades"], st["b"]["wins"], st["b"]["trades"]
-    ok = (nc >= MIN_EVIDENCE_SAMPLE) & (nb >= MIN_EVIDENCE_SAMPLE)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        d = wc / np.where(nc > 0, nc, 1) - wb / np.where(nb > 0, nb, 1)
-    out = np.zeros(nc.shape, dtype=bool)
-    cand = ok & (d < -delta) & (d < 0)
-    if not cand.any():
-        return out
-    dc = _design_effect_array({k: v[cand] for k, v in st["c"].items()}) if design else 1.0
-    db = _design_effect_array({k: v[cand] for k, v in st["b"].items()}) if design else 1.0
-    v = smoothed_variance(wc[cand] / dc, nc[cand] / dc, wb[cand] / db, nb[cand] / db)
-    dd, log_bound = d[cand], math.log(1.0 / alpha)
-    near = math.log(2.0) + log_mixture(dd, v, tau) >= log_bound     # log Λ₁ <= log 2 + log Λ
-    sub = np.zeros(dd.shape, dtype=bool)
-    if near.any():
-        sub[near] = log_mixture_one_sided(dd[near], v[near], tau) >= log_bound
-    out[cand] = sub
-    return out
+    c, b = st["c"], st["b"]
+    return sequential_fail_mask(c["wins"], c["trades"], b["wins"], b["trades"], delta=delta, alpha=alpha, tau=tau,
+                                sums_canary=c if design else None, sums_baseline=b if design else None)
 
 
 def _sums_at(st: ClusterSums, arm: str, i: int, j: int) -> dict[str, float]:

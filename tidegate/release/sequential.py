@@ -379,9 +379,27 @@ def threshold_decision(wins_c: int, n_c: int, wins_b: int, n_b: int, *, delta: f
     return "PASS", f"win rate canary {_rate(rc)} >= baseline - {delta * 100:g} pp: {facts}"
 
 
+def design_effect_array(sums: dict[str, np.ndarray], n: np.ndarray) -> np.ndarray:
+    """:func:`design_effect` elementwise, for simulations (checked against it in the tests and the bench)."""
+    g, total = sums["clusters"].astype(float), sums["trades"].astype(float)
+    n = np.asarray(n, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        few = np.where(total > 0, np.maximum(1.0, sums["trades_sq"] / total), np.maximum(1.0, n))
+        p = (sums["wins"] + 1.0) / (total + 2.0)
+        robust = g / (g - 1.0) * (sums["wins_sq"] - 2 * p * sums["wins_trades"] + p * p * sums["trades_sq"]) \
+            / (total * total)
+        binomial = p * (1.0 - p) / total
+        many = np.where(binomial > 0, np.maximum(1.0, robust / binomial), np.maximum(1.0, total / g))
+    out = np.where((g < MIN_CLUSTERS) | (total <= 0), few, many)
+    return np.where(n <= 0, 1.0, out)
+
+
 def sequential_fail_mask(wins_c: np.ndarray, n_c: np.ndarray, wins_b: np.ndarray, n_b: np.ndarray, *,
-                         delta: float, alpha: float = DEFAULT_ALPHA, tau: float = DEFAULT_TAU) -> np.ndarray:
-    """Elementwise ``sequential_decision(...)[0] == "FAIL"`` for count arrays (simulations).
+                         delta: float, alpha: float = DEFAULT_ALPHA, tau: float = DEFAULT_TAU,
+                         sums_canary: dict[str, np.ndarray] | None = None,
+                         sums_baseline: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """Elementwise ``sequential_decision(...)[0] == "FAIL"`` for count arrays (simulations); with the
+    arms' cluster sums, the FAIL of ``winrate_test(..., deff_canary=, deff_baseline=)``.
 
     The one-sided statistic needs ``erfc``; it is only evaluated where it can matter
     (``log Λ₁ <= log 2 + log Λ`` since Φ <= 1), which keeps a look after every trade cheap.
@@ -395,7 +413,10 @@ def sequential_fail_mask(wins_c: np.ndarray, n_c: np.ndarray, wins_b: np.ndarray
     cand = ok & (d < -delta) & (d < 0)
     if not cand.any():
         return out
-    v = smoothed_variance(wins_c[cand], n_c[cand], wins_b[cand], n_b[cand])
+    # clustered trades (cluster sums given): each arm counts n / deff independent trades, as in winrate_test
+    dfc = design_effect_array({k: v[cand] for k, v in sums_canary.items()}, n_c[cand]) if sums_canary else 1.0
+    dfb = design_effect_array({k: v[cand] for k, v in sums_baseline.items()}, n_b[cand]) if sums_baseline else 1.0
+    v = smoothed_variance(wins_c[cand] / dfc, n_c[cand] / dfc, wins_b[cand] / dfb, n_b[cand] / dfb)
     dc = d[cand]
     cand2 = _LOG2 + log_mixture(dc, v, tau) >= log_bound
     sub = np.zeros(dc.shape, dtype=bool)
