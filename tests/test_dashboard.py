@@ -202,12 +202,24 @@ def catalogue_exporters(prometheus) -> Iterator[Callable[[int], None]]:  # type:
 
 def wait_for_every_query(prometheus, queries: list[tuple[str, str, str]], bump: Callable[[int], None],
                          timeout: float = 20.0) -> dict[str, list[dict]]:
-    """Bump counters each round until every query returns at least one series (rate/increase need two scrapes)."""
+    """Bump counters each round until every query has data.
+
+    rate/increase need two scrapes that saw *different* values: a series can exist at 0 when two
+    scrapes fell between the same pair of bumps, so those queries wait for a positive value.
+    """
     deadline = time.monotonic() + timeout
     step = 1
+
+    def ready(expr: str, result: list[dict]) -> bool:
+        if not result:
+            return False
+        if "rate(" in expr or "increase(" in expr:
+            return any(float(r["value"][1]) > 0 for r in result)
+        return True
+
     while True:
         results = {expr: prometheus.query(expr) for _, _, expr in queries}
-        empty = [f"{t}/{r}: {e}" for t, r, e in queries if not results[e]]
+        empty = [f"{t}/{r}: {e}" for t, r, e in queries if not ready(e, results[e])]
         if not empty:
             return results
         if time.monotonic() > deadline:

@@ -71,6 +71,7 @@ MAX_SIGNAL_AGE = 60.0        # executor.max_signal_age, market seconds
 MIN_BASELINE_WINRATE = 0.02  # below it the replay has degenerated (see the module docstring)
 TAU_EVENTS = 40_000          # events of the capture the entry threshold (median score) is taken on
 POLL_S = 2.0
+STALL_S = 60.0               # wall seconds without a closed trade that count as a stalled pipeline
 TIMEOUT_S = 600.0            # wall seconds from the canary start (PASS took 106 to ~420 s at 12x)
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -182,19 +183,47 @@ def test_winrate_gate_passes_an_aa_canary_with_the_shipped_guard_rails(
         start = time.time()
         ctx = lambda: GateContext(candidate=CANDIDATE, active=ACTIVE, since_s=time.time() - start)  # noqa: E731
 
+        def snapshot() -> str:
+            """Where the flow is: each stage's counter, so a stall names the stage that stopped."""
+            stale = prom.one("executor", "orders_rejected_total", reason="stale_signal") or 0.0
+            return (f"{prom.one('collector', 'md_events_published_total') or 0:.0f} events published, "
+                    f"{prom.one('signal_engine', 'candidates_emitted_total') or 0:.0f} candidates, "
+                    f"{prom.one('ai_scorer', 'signals_approved_total') or 0:.0f} approved, {stale:.0f} dropped "
+                    f"stale, trades opened {prom.get('executor', 'trades_opened_total')}, risk closed "
+                    f"{prom.get('risk', 'trades_closed_total')}")
+
+        def consumed() -> str:
+            """Messages each consumer handled, by subject: the one that stopped counting is the stall."""
+            def by_subject(n: str) -> list[tuple[str, int]]:
+                rows = prom.get(n, "messages_processed_total").items()
+                return sorted((dict(k).get("subject", "?"), int(v)) for k, v in rows)
+            return "; ".join(f"{n}: {by_subject(n)}" for n in names)
+
+        def stalled(why: str) -> str:
+            tails = "\n".join(f"--- {n}.log (tail)\n{svc.log(n)[-1500:]}" for n in names)
+            return f"{why}\npipeline: {snapshot()}\nconsumed: {consumed()}\n{tails}"
+
         seen: dict[str, int] = {}
         last = None
         next_print = 0.0
+        evidence_n, grew_at = -1.0, 0.0
         while True:
             elapsed = time.time() - start
-            assert elapsed < TIMEOUT_S, (f"the win-rate gate did not PASS within {TIMEOUT_S:g}s; verdicts seen "
-                                         f"{seen}; last: {last and last.verdict} {last and last.reason} "
-                                         f"{last and last.evidence}")
+            assert elapsed < TIMEOUT_S, stalled(
+                f"the win-rate gate did not PASS within {TIMEOUT_S:g}s; verdicts seen {seen}; last: "
+                f"{last and last.verdict} {last and last.reason} {last and last.evidence}")
             for n in names:
                 assert svc.alive(n), f"{n} died:\n{svc.log(n)[-2000:]}"
             (last,) = provider.evaluate(["winrate"], limits, ctx())
             seen[last.verdict.value] = seen.get(last.verdict.value, 0) + 1
             ev = last.evidence or {}
+            n_now = ev.get("n_canary", 0.0) + ev.get("n_baseline", 0.0)
+            if n_now > evidence_n + 0.5:
+                evidence_n, grew_at = n_now, elapsed
+            # the evidence grows with every closed trade; a flat count means a stage stopped, and
+            # waiting on would only hide which one
+            assert elapsed - grew_at < STALL_S, stalled(
+                f"no trade closed for {elapsed - grew_at:.0f}s (evidence {evidence_n:.0f} trades)")
             if elapsed >= next_print or last.verdict in (Verdict.PASS, Verdict.FAIL):
                 stale = prom.one("executor", "orders_rejected_total", reason="stale_signal") or 0.0
                 print(f"  {elapsed:6.1f}s {last.verdict.value:12s} {progress(ev)} stale drops {stale:.0f}")
@@ -211,10 +240,7 @@ def test_winrate_gate_passes_an_aa_canary_with_the_shipped_guard_rails(
         reconnects = sum(svc.log(n).count("nats disconnected") for n in names)
         print(f"PASS after {took:.1f}s wall ({(n_c + n_b) / took:.1f} evidence trades/s, ~{took * SPEED:.0f}s of "
               f"market at the collector); verdicts seen {seen}")
-        print(f"pipeline: {prom.one('collector', 'md_events_published_total'):.0f} events published, "
-              f"{prom.one('signal_engine', 'candidates_emitted_total'):.0f} candidates, "
-              f"{prom.one('ai_scorer', 'signals_approved_total'):.0f} approved, {stale:.0f} dropped stale, "
-              f"trades opened {prom.get('executor', 'trades_opened_total')}; NATS disconnects {reconnects}")
+        print(f"pipeline: {snapshot()}; NATS disconnects {reconnects}")
         print(f"reason: {last.reason}")
         print("evidence: " + json.dumps(ev, indent=None, sort_keys=True))
         assert n_c >= limits.min_sample, ev
