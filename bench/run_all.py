@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 from targets import Row, evaluate_all, flatten  # noqa: E402
 
 PACKAGES = ("onnxruntime", "lightgbm", "scikit-learn", "numpy", "pyarrow", "nats-py", "prometheus-client",
-            "prometheus-api-client", "pydantic", "ccxt", "kopf", "onnxmltools", "skl2onnx")
+            "prometheus-api-client", "pydantic", "ccxt", "kopf", "onnxmltools")
 
 
 @dataclass(frozen=True)

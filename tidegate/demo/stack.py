@@ -51,7 +51,8 @@ class Stack:
         """config/app.yml with the demo's endpoints, registry and compressed timings."""
         assert self.nats is not None and self.prometheus is not None
         doc = yaml.safe_load((REPO / "config" / "app.yml").read_text())
-        deep_merge(doc, {"nats": {"url": self.nats.url}, "prometheus": {"url": self.prometheus.url}})
+        deep_merge(doc, {"nats": {"url": self.nats.url}, "prometheus": {"url": self.prometheus.url},
+                         "risk": {"state_file": str(self.workdir / "risk_state.json")}})  # this run's own
         deep_merge(doc, self.config_overrides)
         self.config_path = self.workdir / "app.yml"
         self.config_path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -55,7 +55,7 @@ def run(source: str, state_dir: Path, config_path: Path, registry_root: Path | N
     from tidegate.config import ConfigError, load_config
     from tidegate.registry import Registry
     from tidegate.release.effects import ReleaseMetrics
-    from tidegate.release.local import DriverBusy, LocalDriver, ReleaseStore
+    from tidegate.release.local import DriverBusy, LocalDriver, ReleaseStore, prometheus_timeout
     from tidegate.release.prometheus import PrometheusProvider
     from tidegate.release.spec import SpecError, load_release
 
@@ -86,9 +86,10 @@ def run(source: str, state_dir: Path, config_path: Path, registry_root: Path | N
     if metrics_port:
         from prometheus_client import start_http_server
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    timeout = prometheus_timeout(spec.analysis.prometheus.timeout, app)
     try:
         driver = LocalDriver(rel, state_dir=state_dir, app=app, registry=Registry(registry_root or app.registry.root),
-                             provider=PrometheusProvider(url, timeout=spec.analysis.prometheus.timeout),
+                             provider=PrometheusProvider(url, timeout=timeout),
                              nats_url=nurl, metrics=metrics, repo_root=Path.cwd())
     except SpecError as exc:
         _fail(str(exc))

@@ -42,6 +42,8 @@ class Facts:
     candidate_tau: tuple[float | None, float | None] = (None, None)
     cooldown_until: dt.datetime | None = None    # another release's rollback cooldown
     precision: float | None = None               # rolling_precision{route="full"}, for adaptive tuning
+    # spec fields naming a model the registry does not hold ("spec.modelId": "candidate-1"); None: not checked
+    missing_models: tuple[tuple[str, str], ...] | None = None
 
 
 @dataclass(frozen=True)

@@ -76,6 +76,12 @@ def _start(tx: Tx) -> Decision:
     st, spec = tx.st, tx.release.spec
     if tx.facts.cooldown_until is not None and tx.now < tx.facts.cooldown_until:
         return tx.wait_once("cooldown", f"cooldown after a rollback until {tx.facts.cooldown_until.isoformat()}")
+    if tx.facts.missing_models:
+        # Refused before any effect: a release of a model the registry does not hold would walk the
+        # stages and reach Promoted while its slot effect could never apply.
+        st.startedAt = tx.iso
+        what = "; ".join(f"{field}: model {model!r} is not in the registry" for field, model in tx.facts.missing_models)
+        return tx.finish_failed(f"release refused: {what}", action="fail", gate="spec")
     st.startedAt = tx.iso
     st.previousModelId = spec.previousModelId or tx.facts.active_model_id
     st.mode = tx.facts.rollout_mode  # type: ignore[assignment]

@@ -48,7 +48,7 @@ from tidegate.release.spec import (
     effective_limits,
     parse_release,
 )
-from tidegate.release.transitions import iso, parse_time
+from tidegate.release.transitions import iso, parse_time, set_condition
 from tidegate.release.validation import DEFAULT_CHECKS, Check, ValidationContext, run_checks
 from tidegate.release.verdicts import GateVerdict
 from tidegate.rollout.kv import RolloutKV
@@ -56,6 +56,12 @@ from tidegate.rollout.kv import RolloutKV
 log = logging.getLogger(__name__)
 DEFAULT_STATE_DIR = Path(".tidegate/releases")
 STAGE_PHASES = ("Shadow", "Canary", "Ramping", "Paused")
+
+
+def prometheus_timeout(spec_timeout: float | None, app: AppConfig) -> float:
+    """The per-query timeout: the release's ``analysis.prometheus.timeout`` when it sets one, else
+    config's ``prometheus.timeout_s`` (so the config key owns the default, as ``prometheus.url`` does)."""
+    return spec_timeout if spec_timeout is not None else app.prometheus.timeout_s
 
 
 def utcnow() -> dt.datetime:
@@ -185,9 +191,9 @@ class LocalDriver:
         self.release = self._adopt(release)
         self.limits = effective_limits(self.release.spec, self.app.rollout_guard)
         self.registry = registry
-        prom_url = self.release.spec.analysis.prometheus.url or self.app.prometheus.url
+        prom = self.release.spec.analysis.prometheus
         self.provider = provider if provider is not None else PrometheusProvider(
-            prom_url, timeout=self.release.spec.analysis.prometheus.timeout)
+            prom.url or self.app.prometheus.url, timeout=prometheus_timeout(prom.timeout, self.app))
         self.nats_url = nats_url
         self.kv_bucket = kv_bucket or self.app.nats.kv_bucket
         self.checks = checks
@@ -237,15 +243,27 @@ class LocalDriver:
         self.store.save_status(self.status)
 
     async def drain_effects(self) -> bool:
-        """Apply pending effects in order; False if one failed (it stays pending for the next tick)."""
-        while self.status is not None and self.status.pendingEffects:
-            effect = self.status.pendingEffects[0]
+        """Apply pending effects in order; False if one failed (it stays pending for the next tick).
+
+        The phase is written before its effects apply (write-ahead), so while one fails the status
+        carries ``EffectsApplied=False`` naming the effect and the error: a phase is never claimed
+        silently when what it means (a registry slot, the routing) has not happened."""
+        st = self.status
+        while st is not None and st.pendingEffects:
+            effect = st.pendingEffects[0]
             try:
                 await self.applier.apply(effect)
             except (EffectError, nats.errors.Error, TimeoutError, OSError) as exc:
                 log.error("effect %s failed, will retry: %s", effect.id, exc)
+                msg = f"effect {effect.id} ({effect.kind} {effect.args}) of phase {st.phase} pending: {exc}"
+                if not any(c.type == "EffectsApplied" and c.message == msg for c in st.conditions):
+                    set_condition(st, "EffectsApplied", "False", "EffectFailed", msg, iso(self.clock()))
+                    self._save()
                 return False
-            self.status.pendingEffects.pop(0)
+            st.pendingEffects.pop(0)
+            if not st.pendingEffects and any(c.type == "EffectsApplied" for c in st.conditions):
+                set_condition(st, "EffectsApplied", "True", "Applied", f"every effect of phase {st.phase} applied",
+                              iso(self.clock()))
             self._save()
         return True
 
@@ -261,8 +279,12 @@ class LocalDriver:
         if doc and doc.get("release") != self.release.name and doc.get("until"):
             with contextlib.suppress(ValueError, TypeError):
                 cooldown = parse_time(doc["until"])
+        missing = None
+        if self.registry is not None:
+            named = (("spec.modelId", spec.modelId), ("spec.previousModelId", spec.previousModelId))
+            missing = tuple((f, m) for f, m in named if m and not self.registry.has(m))
         return Facts(active_model_id=active, rng_seed=self.app.rollout.rng_seed, candidate_tau=tau,
-                     cooldown_until=cooldown)
+                     cooldown_until=cooldown, missing_models=missing)
 
     def gate_context(self, st: ReleaseStatus) -> GateContext:
         """This attempt's evidence: the candidate's canary trades and the replaced model's, since the canary began."""

@@ -82,7 +82,7 @@ class RolloutToggle(_Model):
 
 class PrometheusSpec(_Model):
     url: str | None = Field(None, description="Prometheus base URL; unset: prometheus.url from config")
-    timeout: Duration = Field(5.0, description="per-query timeout")
+    timeout: Duration | None = Field(None, description="per-query timeout; unset: prometheus.timeout_s from config")
 
 
 class Windows(_Model):

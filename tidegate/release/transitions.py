@@ -39,6 +39,16 @@ def parse_time(s: str) -> dt.datetime:
     return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
 
 
+def set_condition(st: ReleaseStatus, type_: str, status: str, reason: str, message: str, now_iso: str) -> None:
+    """Replace condition ``type_``; its transition time moves only when its status changes."""
+    conds = [c for c in st.conditions if c.type != type_]
+    old = next((c for c in st.conditions if c.type == type_), None)
+    since = old.lastTransitionTime if old is not None and old.status == status else now_iso
+    conds.append(Condition(type=type_, status=status, reason=reason, message=message,  # type: ignore[arg-type]
+                           lastTransitionTime=since))
+    st.conditions = conds
+
+
 class Tx:
     def __init__(self, release: ModelRelease, st: ReleaseStatus, now: dt.datetime, limits: Limits, facts: Facts):
         self.release, self.st, self.now, self.limits, self.facts = release, st, now, limits, facts
@@ -79,12 +89,7 @@ class Tx:
         return self.done(action)
 
     def condition(self, type_: str, status: str, reason: str, message: str) -> None:
-        conds = [c for c in self.st.conditions if c.type != type_]
-        old = next((c for c in self.st.conditions if c.type == type_), None)
-        since = old.lastTransitionTime if old is not None and old.status == status else self.iso
-        conds.append(Condition(type=type_, status=status, reason=reason, message=message,  # type: ignore[arg-type]
-                               lastTransitionTime=since))
-        self.st.conditions = conds
+        set_condition(self.st, type_, status, reason, message, self.iso)
 
     def effect(self, kind: str, **args: Any) -> None:
         st = self.st

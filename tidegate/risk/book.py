@@ -420,3 +420,36 @@ class HourlyCounts:
         if self.previous_model is None:
             return math.nan
         return p95([float(v) for v in self.hours.get(self.previous_model, {}).values()])
+
+    # ThroughputSpike compares this release's hours with the previous release's p95: a restart of
+    # risk that forgot them could never fire it, so they persist (``risk.state_file``).
+    MAX_HOURS = 24 * 30
+    MAX_MODELS = 8
+
+    def to_doc(self) -> dict[str, object]:
+        """A JSON-able snapshot, bounded: the newest ``MAX_HOURS`` hours of the ``MAX_MODELS`` newest models."""
+        keep = [m for m in (self.current_model, self.previous_model) if m]
+        others = sorted((m for m in self.hours if m not in keep), key=lambda m: max(self.hours[m], default=0))
+        room = max(0, self.MAX_MODELS - len(keep))
+        models = keep + (others[len(others) - room:] if room else [])
+        return {"version": 1, "current_model": self.current_model, "previous_model": self.previous_model,
+                "hours": {m: {str(h): n for h, n in sorted(self.hours.get(m, {}).items())[-self.MAX_HOURS:]}
+                          for m in models if m in self.hours}}
+
+    @classmethod
+    def from_doc(cls, doc: object) -> HourlyCounts:
+        """The inverse of :meth:`to_doc`; raises ValueError naming what is wrong with a bad document."""
+        if not isinstance(doc, dict) or doc.get("version") != 1:
+            raise ValueError("risk state: expected an object with version 1")
+        out = cls(previous_model=doc.get("previous_model"), current_model=doc.get("current_model"))
+        hours = doc.get("hours", {})
+        if not isinstance(hours, dict):
+            raise ValueError("risk state: 'hours' must be an object of model -> {hour: count}")
+        for model, per in hours.items():
+            if not isinstance(per, dict):
+                raise ValueError(f"risk state: hours[{model!r}] must be an object of hour -> count")
+            try:
+                out.hours[str(model)] = {int(h): int(n) for h, n in per.items()}
+            except (TypeError, ValueError) as exc:
+                raise ValueError(f"risk state: hours[{model!r}]: {exc}") from exc
+        return out

@@ -26,11 +26,15 @@ A ratio with no sample is exported as NaN, never as 0: "no trades" is not "never
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import json
+import logging
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
 
+from tidegate.atomic import atomic_write_json
 from tidegate.bus.consumer import DurableConsumer, subscribe
 from tidegate.bus.dedupe import RecentIds
 from tidegate.bus.messages import BookMsg, CandidateMsg, FillMsg, OrderMsg
@@ -49,6 +53,7 @@ from tidegate.rollout import RolloutState, config_policy, open_view
 from tidegate.services.runtime import ServiceContext, run_service
 
 NAME = "risk"
+STATE_SAVE_INTERVAL_S = 30.0   # wall seconds between saves of risk.state_file (and on every model change)
 
 
 def max_gap_ms(times_ns: Sequence[int]) -> float:
@@ -184,11 +189,17 @@ async def serve(ctx: ServiceContext) -> None:
                             mm.expected, mm.actual)
     except Exception as exc:  # a missing markets file is itself a data-health finding
         ctx.log.warning("exchange reference validation failed: %s", exc)
+    state_path = ctx.resolve(cfg.risk.state_file) if cfg.risk.state_file else None
+    if state_path is not None:
+        sup.hourly = load_hourly(state_path, ctx.log)
     bus = await ctx.connect()
 
     def on_rollout(old: object, new: RolloutState) -> None:
         active = new.active_model_id
+        changed = active != sup.hourly.current_model
         sup.hourly.set_active(active)
+        if changed and state_path is not None:
+            save_hourly(state_path, sup.hourly, ctx.log)
         sup.load_reference(active)
         sup.on_state(new)
 
@@ -223,18 +234,48 @@ async def serve(ctx: ServiceContext) -> None:
     tasks = [asyncio.create_task(c.run(ctx.stop)) for c in consumers]
     ctx.ready = True
     ctx.log.info("ready: supervising %d symbol(s)", len(cfg.symbols))
-    next_scan = 0.0
+    next_scan = next_save = 0.0
     loop = asyncio.get_running_loop()
     while not ctx.stop.is_set():
         sup.publish()
+        if state_path is not None and loop.time() >= next_save:
+            await asyncio.to_thread(save_hourly, state_path, sup.hourly, ctx.log)
+            next_save = loop.time() + STATE_SAVE_INTERVAL_S
         if loop.time() >= next_scan:
             gap = await asyncio.to_thread(scan_parquet_gaps, ctx.resolve(cfg.data.parquet_dir))
             ctx.metrics["parquet_gap_detected_ms"].set(gap)
             next_scan = loop.time() + cfg.risk.gap_scan_interval
         await ctx.sleep(cfg.risk.publish_interval)
     sup.publish()
+    if state_path is not None:
+        save_hourly(state_path, sup.hourly, ctx.log)
     await asyncio.gather(*tasks, return_exceptions=True)
     await view.stop()
+
+
+def load_hourly(path: Path, log: logging.Logger) -> HourlyCounts:
+    """The persisted hourly counts; a missing file starts empty, a bad one is set aside (kept, never lost)."""
+    if not path.is_file():
+        return HourlyCounts()
+    try:
+        hourly = HourlyCounts.from_doc(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        aside = path.with_name(path.name + ".bad")
+        with contextlib.suppress(OSError):
+            path.replace(aside)
+        log.error("risk.state_file %s unreadable (%s): starting without the previous release's hours; "
+                  "the file was moved to %s", path, exc, aside)
+        return HourlyCounts()
+    log.info("risk state: hourly trade counts of %d model(s) from %s (previous release %s)",
+             len(hourly.hours), path, hourly.previous_model)
+    return hourly
+
+
+def save_hourly(path: Path, hourly: HourlyCounts, log: logging.Logger) -> None:
+    try:
+        atomic_write_json(path, hourly.to_doc())
+    except OSError as exc:
+        log.warning("risk.state_file %s not written: %s", path, exc)
 
 
 def main(argv: list[str] | None = None) -> int:
