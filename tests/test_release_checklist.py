@@ -1,6 +1,6 @@
 """The release checklist (tidegate/release/validation.py) on real trained models, in a temporary repo root.
 
-Given a baseline as the active model and benchmark (models/latest/lgbm_meta.json) and a
+Given a baseline as the active model and benchmark (its registered metrics) and a
 parquet archive with its schema sidecar, a better candidate passes every check with
 nothing skipped; each way of being wrong fails, naming the check that caught it.
 """
@@ -43,8 +43,7 @@ def _registry(root: Path, *kinds: str) -> Registry:
 
 def _check(repo: Path, reg: Registry, model_id: str) -> tuple[bool, dict[str, dict[str, str]], str]:
     ctx = ValidationContext(model_id=model_id, registry=reg, repo_root=repo, parquet_dir=repo / "data" / "parquet",
-                            benchmark_path=repo / "models" / "latest" / "lgbm_meta.json",
-                            extra={"canary_days": ["synthetic"]})
+                            benchmark_model_id=reg.slot("active"), extra={"canary_days": ["synthetic"]})
     out = run_checks(ctx, require_all=True)
     return out.passed, {c["name"]: c for c in out.checks}, out.summary  # type: ignore[misc]
 
@@ -77,8 +76,7 @@ def test_a_schema_hash_mismatch_fails_the_feature_schema_check(repo: Path, tmp_p
     doc = json.loads((other / SIDECAR).read_text())
     (other / SIDECAR).write_text(json.dumps({**doc, "schema_hash": "0" * 64}))
     ctx = ValidationContext(model_id="good-1", registry=reg, repo_root=repo, parquet_dir=other,
-                            benchmark_path=repo / "models" / "latest" / "lgbm_meta.json",
-                            extra={"canary_days": ["synthetic:event"]})
+                            benchmark_model_id="baseline-1", extra={"canary_days": ["synthetic:event"]})
     out = run_checks(ctx)
     by = {c["name"]: c for c in out.checks}
     assert not out.passed and by["feature_schema"]["status"] == "fail"
@@ -102,8 +100,9 @@ def test_a_candidate_worse_than_the_benchmark_fails_the_benchmark_check(repo: Pa
     reg = _registry(tmp_path / "registry", "bad")
     passed, by, _ = _check(repo, reg, "bad-1")
     assert not passed and by["benchmark"]["status"] == "fail"
-    bench = json.loads((repo / "models" / "latest" / "lgbm_meta.json").read_text())
+    bench = reg.metadata("baseline-1").metrics
     assert f"< benchmark {bench['pr_auc']:.4f}" in by["benchmark"]["detail"]
+    assert "vs active model 'baseline-1'" in by["benchmark"]["detail"]
     assert by["artifact"]["status"] == "pass" and by["onnx_parity"]["status"] == "pass"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def test_bad_specs_name_the_field(spec: dict, fragment: str) -> None:
 def test_checklist_passes_skips_with_reasons_and_fails_on_a_worse_model(tmp_path: Path) -> None:
     reg = make_registry(tmp_path / "registry")
     ctx = ValidationContext(model_id="cand-1", registry=reg, repo_root=tmp_path,
-                            parquet_dir=tmp_path / "parquet", benchmark_path=tmp_path / "latest/lgbm_meta.json")
+                            parquet_dir=tmp_path / "parquet")
     parity = check_onnx_parity(ctx)  # the tiny test model has no native LightGBM twin: never a pass
     assert parity.status in ("fail", "skip") and parity.detail
     canary = check_canary_pipeline(ctx)  # not a trading model: refused before any day is simulated
@@ -61,15 +62,21 @@ def test_checklist_passes_skips_with_reasons_and_fails_on_a_worse_model(tmp_path
     out = run_checks(ctx, checks)
     by = {c["name"]: c for c in out.checks}
     assert by["artifact"]["status"] == "pass" and by["feature_schema"]["status"] == "pass"
-    assert by["benchmark"]["status"] == "skip" and "no benchmark" in by["benchmark"]["detail"]
-    assert out.passed and "skipped" in out.summary
-    assert not run_checks(ctx, checks, require_all=True).passed
-    ctx.benchmark_path.parent.mkdir(parents=True)
-    ctx.benchmark_path.write_text(json.dumps({"metrics": {"pr_auc": 0.35, "precision": 0.50}}))
-    res = check_benchmark(ctx)
+    # no active model is no benchmark: a failure, unless the release says it is the first one
+    assert by["benchmark"]["status"] == "fail" and "no benchmark" in by["benchmark"]["detail"]
+    assert not out.passed and "firstRelease" in out.summary
+    first = dataclasses.replace(ctx, first_release=True)
+    assert run_checks(first, checks).passed and check_benchmark(first).status == "pass"
+    worse = make_registry(tmp_path / "registry2", metrics={"old-1": {"pr_auc": 0.35, "precision": 0.50},
+                                                           "cand-1": {"pr_auc": 0.31, "precision": 0.58}})
+    res = check_benchmark(dataclasses.replace(ctx, registry=worse, benchmark_model_id="old-1"))
     assert res.status == "fail" and "pr_auc 0.3100 < benchmark 0.3500" in res.detail
-    ctx.benchmark_path.write_text(json.dumps({"pr_auc": 0.30, "precision": 0.58}))
-    assert check_benchmark(ctx).status == "pass"
+    assert "active model 'old-1'" in res.detail
+    ok = check_benchmark(dataclasses.replace(ctx, benchmark_model_id="old-1"))   # equal metrics meet it
+    assert ok.status == "pass" and "pr_auc 0.3100 >= 0.3100" in ok.detail
+    itself = check_benchmark(dataclasses.replace(ctx, benchmark_model_id="cand-1"))
+    assert itself.status == "fail" and "compared with itself" in itself.detail
+    ctx = dataclasses.replace(ctx, benchmark_model_id="old-1")
     (reg.model_dir("cand-1") / "model.onnx").write_bytes(b"tampered")
     bad = run_checks(ctx, checks)
     assert not bad.passed and "sha256 mismatch" in bad.summary

@@ -308,7 +308,8 @@ class LocalDriver:
             ctx = ValidationContext(model_id=self.release.spec.modelId,
                                     registry=self.registry or Registry(self.app.registry.root),
                                     repo_root=self.repo_root, parquet_dir=self.repo_root / self.app.data.parquet_dir,
-                                    benchmark_path=self.repo_root / "models/latest/lgbm_meta.json")
+                                    benchmark_model_id=st.previousModelId,
+                                    first_release=self.release.spec.validations.firstRelease)
             validation = await asyncio.to_thread(run_checks, ctx, self.checks,
                                                  require_all=self.release.spec.validations.requireAll)
         if st.phase == "Promoted" and self.release.spec.thresholds.adaptive.enabled:

@@ -73,6 +73,8 @@ def default_stages() -> list[StageSpec]:
 class Validations(_Model):
     skip: bool = Field(False, description="skip the release checklist (release.sh --skip-validations)")
     requireAll: bool = Field(False, description="treat a skipped check (tool not available) as a failure")
+    firstRelease: bool = Field(False, description="no active model yet: the benchmark check passes without one "
+                                                  "(otherwise a missing benchmark fails it)")
 
 
 class RolloutToggle(_Model):

@@ -7,7 +7,9 @@ the reason, never ``pass``: the report shows exactly what was and was not proven
 and ``spec.validations.requireAll`` turns every skip into a failure.
 
 Checklist (seed): the feature schema hash of the parquet sidecars equals the ONNX
-metadata's; PR-AUC and precision meet or beat ``models/latest/lgbm_meta.json``;
+metadata's; PR-AUC and precision meet or beat the current benchmark (the seed names
+``models/latest/lgbm_meta.json``; the benchmark is the active model's registered metrics,
+because training writes the candidate's own figures to that file, see ``check_benchmark``);
 ONNX parity passes; the canary pipeline (``scripts/canary_pipeline.py``, called
 here in-process as ``tidegate.pipeline.canary_run.run_canary``) passes its gates
 across normal/event/high-vol days. Plus the registry's own artifact check (sha256).
@@ -47,7 +49,11 @@ class ValidationContext:
     registry: Registry
     repo_root: Path = Path(".")
     parquet_dir: Path = Path("data/parquet")
-    benchmark_path: Path = Path("models/latest/lgbm_meta.json")
+    # The benchmark is the *active* model's metrics, read from its registry entry (immutable once
+    # registered). models/latest/lgbm_meta.json is what training just wrote for the candidate
+    # itself, so comparing with it compared the candidate with itself.
+    benchmark_model_id: str | None = None
+    first_release: bool = False
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -144,14 +150,26 @@ def _metric(doc: dict[str, object], name: str) -> float | None:
 
 
 def check_benchmark(ctx: ValidationContext) -> CheckResult:
-    """PR-AUC and precision meet or beat the benchmark in models/latest/lgbm_meta.json."""
-    if not ctx.benchmark_path.is_file():
-        return CheckResult("benchmark", "skip", f"no benchmark at {ctx.benchmark_path}")
+    """PR-AUC and precision meet or beat the current benchmark: the active model's registered metrics.
+
+    No active model fails the check, unless the release says it is the first one
+    (``spec.validations.firstRelease``): a missing benchmark must never read as a pass.
+    """
+    first = "spec.validations.firstRelease: true"
+    if ctx.benchmark_model_id is None:
+        if ctx.first_release:
+            return CheckResult("benchmark", "pass", f"first release ({first}): no active model to compare with")
+        return CheckResult("benchmark", "fail", f"no benchmark: the registry has no active model; a first release "
+                                                f"says so with {first}")
+    if ctx.benchmark_model_id == ctx.model_id:
+        return CheckResult("benchmark", "fail", f"the candidate {ctx.model_id!r} is the active model: it would be "
+                                                f"compared with itself")
     try:
-        bench = json.loads(ctx.benchmark_path.read_text())
+        bench = dict(ctx.registry.metadata(ctx.benchmark_model_id).metrics)
         meta = ctx.registry.metadata(ctx.model_id)
     except (OSError, ValueError, ArtifactError) as exc:
         return CheckResult("benchmark", "fail", f"cannot read benchmark or model metadata: {exc}")
+    ref_name = f"active model {ctx.benchmark_model_id!r}"
     parts, failed = [], []
     for name in ("pr_auc", "precision"):
         ref, got = _metric(bench, name), _metric(dict(meta.metrics), name)
@@ -165,10 +183,10 @@ def check_benchmark(ctx: ValidationContext) -> CheckResult:
         else:
             parts.append(f"{name} {got:.4f} >= {ref:.4f}")
     if failed:
-        return CheckResult("benchmark", "fail", "; ".join(failed))
+        return CheckResult("benchmark", "fail", f"vs {ref_name}: " + "; ".join(failed))
     if all("no benchmark value" in p for p in parts):
-        return CheckResult("benchmark", "skip", f"{ctx.benchmark_path} has neither pr_auc nor precision")
-    return CheckResult("benchmark", "pass", "; ".join(parts))
+        return CheckResult("benchmark", "fail", f"{ref_name} records neither pr_auc nor precision")
+    return CheckResult("benchmark", "pass", f"vs {ref_name}: " + "; ".join(parts))
 
 
 def check_onnx_parity(ctx: ValidationContext) -> CheckResult:
