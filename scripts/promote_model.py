@@ -42,16 +42,18 @@ def main(slot: str, model_id: str, registry_root: Path, reason: str, config_path
     else:
         click.echo(f"{slot} already points at {model_id}; nothing changed")
     if slot == "active" and not registry_only:
-        _sync_live(config_path, model_id, reason)
+        _sync_live(config_path, registry_root, model_id, reason)
 
 
-def _sync_live(config_path: Path, model_id: str, reason: str) -> None:
+def _sync_live(config_path: Path, registry_root: Path, model_id: str, reason: str) -> None:
     from tidegate.config import ConfigError, load_config
-    from tidegate.rollout.manual import LiveStateUnavailable, sync_active
+    from tidegate.registry import Registry
+    from tidegate.rollout.manual import LiveStateUnavailable, served_thresholds, sync_active
 
+    thresholds = served_thresholds(Registry(registry_root), model_id)
     try:
         cfg = load_config(config_path)
-        change = sync_active(cfg, model_id, reason=f"manual: {reason}")
+        change = sync_active(cfg, model_id, reason=f"manual: {reason}", thresholds=thresholds)
     except (ConfigError, LiveStateUnavailable) as exc:
         click.echo(f"live rollout state NOT checked: {exc}. Services following a stored state may still serve "
                    f"another model: when NATS is back run `tidegate rollout set --active-id {model_id} "
@@ -59,7 +61,8 @@ def _sync_live(config_path: Path, model_id: str, reason: str) -> None:
         sys.exit(3)
     if change.after is not None and change.before is not None:
         click.echo(f"live rollout state: active {change.before.active_model_id} -> {model_id} "
-                   f"(revision {change.after.revision})")
+                   f"(revision {change.after.revision}); thresholds tau_entry {change.after.tau_entry} "
+                   f"tau_hold {change.after.tau_hold} (were {change.before.tau_entry}/{change.before.tau_hold})")
     else:
         click.echo("live rollout state: " + ("none stored; services follow the registry link" if change.before is None
                                              else f"already names {model_id}"))

@@ -45,9 +45,17 @@ def test_effective_state_config_default_and_halt() -> None:
     # unset: the stored state, paper only before any release
     assert effective_state(CANARY, config_mode=None, canary_fraction=0.1, rng_seed=7) == CANARY
     assert effective_state(None, config_mode=None, canary_fraction=0.1, rng_seed=7) == RolloutState()
-    # any other config mode leaves a stored state alone (the release engine decides)
-    for mode in ("canary", "full"):
-        assert effective_state(CANARY, config_mode=mode, canary_fraction=0.5, rng_seed=9) == CANARY  # type: ignore[arg-type]
+    # config canary (the shipped default) leaves a stored state alone (the release engine decides)
+    assert effective_state(CANARY, config_mode="canary", canary_fraction=0.5, rng_seed=9) == CANARY
+    # issue 17 item 3, the seed's "Re-enable full routing by setting rollout.mode=full": after a halt or a
+    # rollback stored mode=disabled, config full routes everything to the stored active model
+    rolled_back = CANARY.model_copy(update={"mode": "disabled", "canary_fraction": 0.0, "reason": "rollback"})
+    for stored in (rolled_back, CANARY):
+        full = effective_state(stored, config_mode="full", canary_fraction=0.5, rng_seed=9)
+        assert (full.mode, full.canary_fraction, full.active_model_id) == ("full", 0.0, "m-old")
+        assert f"rollout.mode=full overrides {stored.mode!r}" in full.reason
+    stored_full = CANARY.model_copy(update={"mode": "full", "canary_fraction": 0.0})
+    assert effective_state(stored_full, config_mode="full", canary_fraction=0.5, rng_seed=9) == stored_full
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +92,8 @@ def test_manual_promote_reaches_the_stored_state(nats_server, models: Path, tmp_
     shutil.copytree(models, registry, symlinks=True)
     bucket = f"manual_{time.time_ns()}"
     cfg = _config(tmp_path, nats_server.url, bucket, registry)
-    asyncio.run(_kv(nats_server.url, bucket, lambda s: s.put(CANARY)))
+    frozen = CANARY.model_copy(update={"tau_entry": 0.2, "tau_hold": 0.15})   # frozen for m-old's release
+    asyncio.run(_kv(nats_server.url, bucket, lambda s: s.put(frozen)))
     promote = ("scripts/promote_model.py", "--to", "active", "--registry", str(registry), "--config", str(cfg))
 
     r = _run(*promote, "--id", "m-new")
@@ -92,9 +101,12 @@ def test_manual_promote_reaches_the_stored_state(nats_server, models: Path, tmp_
     assert "live rollout state: active m-old -> m-new (revision 5)" in r.stdout
     stored = asyncio.run(_kv(nats_server.url, bucket, lambda s: s.get()))
     assert stored.active_model_id == "m-new" and stored.revision == 5 and stored.reason.startswith("manual:")
+    # issue 17 item 2: the model serves with its own thresholds, not the ones frozen for the replaced model
+    own = Registry(registry).metadata("m-new").thresholds
+    assert (stored.tau_entry, stored.tau_hold) == (own.tau_entry, own.tau_hold) != (0.2, 0.15)
     # routing is untouched: mode, fraction, candidate and release stay the engine's
-    assert stored.model_dump(exclude={"active_model_id", "revision", "reason"}) == CANARY.model_dump(
-        exclude={"active_model_id", "revision", "reason"})
+    keep = {"active_model_id", "revision", "reason", "tau_entry", "tau_hold"}
+    assert stored.model_dump(exclude=keep) == CANARY.model_dump(exclude=keep)
     assert Registry(registry).slot("active") == "m-new"
 
     r = _run(*promote, "--id", "m-new")  # again: nothing to write
@@ -129,7 +141,7 @@ def test_rollout_set_and_show_and_the_services_view(nats_server, models: Path, t
             await empty.stop()
             await (await RolloutKV.open(nc.jetstream(), bucket)).put(CANARY)
             halted = await open_view(nc, bucket, policy=config_policy(RolloutConfig(mode="disabled")))
-            following = await open_view(nc, bucket, policy=config_policy(RolloutConfig(mode="full")))
+            following = await open_view(nc, bucket, policy=config_policy(RolloutConfig(mode="canary")))
             states = (first, halted.state, following.state)
             await halted.stop()
             await following.stop()

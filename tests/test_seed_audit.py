@@ -120,3 +120,20 @@ def test_item11_hourly_counts_round_trip_and_bad_state_is_set_aside(tmp_path: Pa
     assert empty.hours == {} and (tmp_path / "risk_state.json.bad").is_file() and not path.exists()
     with pytest.raises(ValueError, match=r"hours\['old-1'\]"):
         HourlyCounts.from_doc({"version": 1, "hours": {"old-1": {"x": 3}}})
+
+
+# -- item 2: a manual rollback restores the thresholds the model served with ------------------------
+
+def test_item2_served_thresholds_prefer_the_models_last_promoted_release(tmp_path: Path) -> None:
+    from tidegate.rollout.manual import served_thresholds
+
+    registry = make_registry(tmp_path / "registry")          # model.json thresholds 0.6 / 0.5
+    assert served_thresholds(registry, "old-1") == (0.6, 0.5)
+    registry.append_release({"name": "r1", "model_id": "old-1", "outcome": "Promoted", "tau_entry": 0.05,
+                             "tau_hold": 0.03})
+    registry.append_release({"name": "r2", "model_id": "old-1", "outcome": "RolledBack", "tau_entry": 0.9,
+                             "tau_hold": 0.8})           # a failed attempt never served as active
+    registry.append_release({"name": "r3", "model_id": "cand-1", "outcome": "Promoted", "tau_entry": 0.2,
+                             "tau_hold": 0.15})
+    assert served_thresholds(registry, "old-1") == (0.05, 0.03)
+    assert served_thresholds(registry, "cand-1") == (0.2, 0.15)

@@ -47,7 +47,8 @@ class PrometheusConfig(Section):
 class RolloutConfig(Section):
     mode: Literal["disabled", "canary", "full"] | None = Field(
         None, description="unset: follow the release engine's stored state (paper only before any release); "
-                          "disabled: paper only, overriding any stored state (the operator's halt); canary|full: "
+                          "disabled: paper only, overriding any stored state (the operator's halt); full: every signal "
+                          "on the active model, overriding any stored state (re-enables full routing); canary: "
                           "the routing while no release state is stored")
     canary_fraction: float = Field(0.10, ge=0.0, le=1.0, description="share of signals routed to canary")
     rng_seed: int = Field(1337, ge=0, description="salt of the deterministic routing hash")

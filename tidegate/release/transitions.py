@@ -123,6 +123,7 @@ class Tx:
             "name": self.release.name, "model_id": spec.modelId, "previous_model_id": st.previousModelId,
             "outcome": st.phase, "reason": st.rollbackReason or st.message, "started_at": st.startedAt,
             "finished_at": self.iso, "attempt": st.retries, "notes": spec.notes,
+            "tau_entry": st.tauEntry, "tau_hold": st.tauHold,   # what the model served with (manual rollback)
             "stages": [s.model_dump(mode="json", exclude_none=True) for s in spec.stages],
             "evaluation_windows": {"analysis_interval_s": spec.analysis.interval,
                                    "parity_window_s": lim.parity_window, "drift_window_s": lim.drift_window,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import nats
 
 from tidegate.config.schema import AppConfig
+from tidegate.registry import Registry
 from tidegate.rollout.kv import RolloutKV, config_policy, update_stored
 from tidegate.rollout.state import RolloutState
 
@@ -66,14 +67,28 @@ def set_state(cfg: AppConfig, *, reason: str, **changes: object) -> LiveChange:
     return asyncio.run(_with_store(cfg, go))
 
 
-def sync_active(cfg: AppConfig, model_id: str, *, reason: str) -> LiveChange:
-    """After the registry's active link moved to ``model_id``: make a stored state name it too."""
+def served_thresholds(registry: Registry, model_id: str) -> tuple[float | None, float | None]:
+    """The thresholds ``model_id`` served with: those its last promoted release froze (manifest), else
+    model.json's. A manual rollback must restore them: the stored state's thresholds were frozen for the
+    model being replaced (a probe served a 0.05/0.03 model at 0.2/0.15)."""
+    for rec in reversed(registry.manifest().releases):
+        if rec.get("model_id") == model_id and rec.get("outcome") == "Promoted" and rec.get("tau_entry") is not None:
+            return float(rec["tau_entry"]), (float(rec["tau_hold"]) if rec.get("tau_hold") is not None else None)
+    t = registry.metadata(model_id).thresholds
+    return t.tau_entry, t.tau_hold
+
+
+def sync_active(cfg: AppConfig, model_id: str, *, reason: str,
+                thresholds: tuple[float | None, float | None] = (None, None)) -> LiveChange:
+    """After the registry's active link moved to ``model_id``: make a stored state name it too, with the
+    thresholds it served with (``served_thresholds``; None: each scorer takes model.json's)."""
     async def go(store: RolloutKV) -> LiveChange:
         current = await store.get()
         if current is None or current.active_model_id in (None, model_id):
             return LiveChange(current, None)
-        # only the active model: routing (mode, fraction, candidate) stays the operator's separate decision
-        before, after = await update_stored(store, reason=reason, active_model_id=model_id)
+        # the active model and its thresholds: routing (mode, fraction, candidate) stays the operator's
+        before, after = await update_stored(store, reason=reason, active_model_id=model_id,
+                                            tau_entry=thresholds[0], tau_hold=thresholds[1])
         return LiveChange(before, after)
 
     return asyncio.run(_with_store(cfg, go))

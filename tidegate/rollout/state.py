@@ -57,7 +57,13 @@ def effective_state(stored: RolloutState | None, *, config_mode: Mode | None, ca
     - Config mode ``disabled``: paper-only routing whatever is stored. It is the
       operator's halt (runbook), and a running release cannot undo it; the models
       named in the stored state keep scoring so the paper route keeps its evidence.
-    - Otherwise the stored state, as the release engine wrote it.
+    - Config mode ``full``: every signal on the stored *active* model, route ``full``,
+      whatever the stored mode (the seed: "Re-enable full routing by setting
+      rollout.mode=full", after a halt or a rollback left the stored state disabled).
+      It never routes to a candidate, so it is as safe as the halt; a release under way
+      then sees no canary trades and waits (or rolls back) on an insufficient sample.
+    - Config mode ``canary`` (the shipped default): the stored state, as the release
+      engine wrote it; the config's fraction applies only while nothing is stored.
     """
     if config_mode is None:
         return stored if stored is not None else RolloutState()
@@ -67,6 +73,10 @@ def effective_state(stored: RolloutState | None, *, config_mode: Mode | None, ca
     if config_mode == "disabled" and stored.mode != "disabled":
         return stored.model_copy(update={"mode": "disabled", "canary_fraction": 0.0,
                                          "reason": f"config/app.yml rollout.mode=disabled overrides "
+                                                   f"{stored.mode!r} ({stored.reason})"})
+    if config_mode == "full" and stored.mode != "full":
+        return stored.model_copy(update={"mode": "full", "canary_fraction": 0.0,
+                                         "reason": f"config/app.yml rollout.mode=full overrides "
                                                    f"{stored.mode!r} ({stored.reason})"})
     return stored
 
