@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from release_helpers import make_registry
 
 from tidegate.cli import main
-from tidegate.release.spec import SpecError, load_release, parse_release
+from tidegate.config import load_config
+from tidegate.release.spec import SpecError, effective_limits, load_release, parse_release
 from tidegate.release.validation import (
     DEFAULT_CHECKS,
     ValidationContext,
@@ -31,7 +32,9 @@ def test_example_release_is_a_valid_model_release_with_the_seed_policy() -> None
     assert [(s.name, s.weight) for s in rel.spec.stages] == [("shadow", 0), ("canary", 10), ("ramp-25", 25),
                                                              ("ramp-50", 50), ("full", 100)]
     assert rel.spec.stages[0].duration == 86400 and rel.spec.stages[1].maxDuration == 4 * 3600
-    assert rel.spec.cooldown == 900 and rel.spec.thresholds.freezeFor == 86400
+    # the cooldown (15 m, the seed's) comes from config's rollout_guard, not the template
+    assert rel.spec.cooldown is None and rel.spec.thresholds.freezeFor == 86400
+    assert effective_limits(rel.spec, load_config(REPO / "config" / "app.yml").rollout_guard).cooldown == 900
 
 
 @pytest.mark.parametrize(("spec", "fragment"), [

@@ -137,3 +137,111 @@ def test_item2_served_thresholds_prefer_the_models_last_promoted_release(tmp_pat
                              "tau_hold": 0.15})
     assert served_thresholds(registry, "old-1") == (0.05, 0.03)
     assert served_thresholds(registry, "cand-1") == (0.2, 0.15)
+
+
+# -- item 6: release.sh's default template leaves to config what config owns -----------------------
+
+def test_item6_the_default_template_takes_prometheus_and_guard_rails_from_config(tmp_path: Path) -> None:
+    import yaml
+    from click.testing import CliRunner
+
+    from tidegate.cli import main
+    from tidegate.config import load_config
+    from tidegate.release.local import prometheus_timeout
+    from tidegate.release.spec import effective_limits
+
+    repo = Path(__file__).resolve().parents[1]
+    out = CliRunner().invoke(main, ["release", "new", "--model-id", "m-9", "--template",
+                                    str(repo / "examples" / "release.yaml")])
+    assert out.exit_code == 0, out.output
+    rel = parse_release(yaml.safe_load(out.output))
+    shipped = load_config(repo / "config" / "app.yml")
+    laptop = shipped.model_copy(update={
+        "prometheus": shipped.prometheus.model_copy(update={"url": "http://127.0.0.1:19090", "timeout_s": 2.5}),
+        "rollout_guard": shipped.rollout_guard.model_copy(update={
+            "winrate_delta_pp": 3.0, "min_sample": 321, "psi_block": 0.25, "ks_block": 0.15, "ece_max": 0.04,
+            "fill_rate_min": 0.2, "markout_min_bps": -1.0, "cooldown": 600.0, "parity_window": 300.0,
+            "drift_window": 900.0})})
+    lim = effective_limits(rel.spec, laptop.rollout_guard)
+    g = laptop.rollout_guard
+    assert (lim.winrate_delta_pp, lim.min_sample, lim.psi_block, lim.ks_block, lim.ece_max, lim.fill_rate_min,
+            lim.markout_min_bps, lim.cooldown, lim.parity_window, lim.drift_window) == (
+        g.winrate_delta_pp, g.min_sample, g.psi_block, g.ks_block, g.ece_max, g.fill_rate_min, g.markout_min_bps,
+        g.cooldown, g.parity_window, g.drift_window)
+    driver = LocalDriver(rel, state_dir=tmp_path / "s", app=laptop, registry=Registry(tmp_path / "r"))
+    assert driver.provider.timeout == 2.5 and prometheus_timeout(rel.spec.analysis.prometheus.timeout, laptop) == 2.5  # type: ignore[attr-defined]
+    assert (rel.spec.analysis.prometheus.url or laptop.prometheus.url) == "http://127.0.0.1:19090"
+
+
+# -- item 5: a Promoted release with adaptive thresholds keeps being evaluated -----------------------
+
+def test_item5_both_drivers_keep_evaluating_a_promoted_adaptive_release(tmp_path: Path) -> None:
+    from tidegate.operator.runner import idle
+
+    promoted = ReleaseStatus(phase="Promoted", promotedAt="2026-12-01T00:00:00Z")
+    adaptive = parse_release(release_doc("a", prometheus_url=PROM, thresholds={
+        "freezeFor": 10, "adaptive": {"enabled": True}}))
+    fixed = parse_release(release_doc("f", prometheus_url=PROM))
+    assert not idle(promoted, adaptive.spec) and idle(promoted, fixed.spec)      # the operator
+    assert not idle(ReleaseStatus(phase="Canary"), fixed.spec)
+    rolled = ReleaseStatus(phase="RolledBack")
+    assert idle(rolled, adaptive.spec)
+    driver = LocalDriver(adaptive, state_dir=tmp_path / "s", registry=Registry(tmp_path / "r"))
+    driver.status = promoted
+    assert not driver.finished(follow=True) and driver.finished(follow=False)   # local: --follow
+
+
+def test_item5_release_run_follows_an_adaptive_release_by_default() -> None:
+    """`release run` (what release.sh execs, without --follow) keeps running after promotion when the release
+    asks for tuning; --no-follow / --follow still decide when given."""
+    from tidegate.release.local import follows
+
+    adaptive = parse_release(release_doc("a", prometheus_url=PROM, thresholds={"adaptive": {"enabled": True}}))
+    fixed = parse_release(release_doc("f", prometheus_url=PROM))
+    assert follows(adaptive.spec, None) and not follows(fixed.spec, None)
+    assert not follows(adaptive.spec, False) and follows(fixed.spec, True)
+
+
+# -- item 7: the engine's own metrics are served in the seed's flow --------------------------------
+
+def test_item7_release_run_serves_the_engine_metrics_on_the_configured_port(tmp_path: Path) -> None:
+    """release.sh execs `tidegate release run --config ...` without --metrics-port: the engine's
+    mode_switch_total and rollback_total must still be scrapeable, on prometheus.engine_metrics_port."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    import yaml
+
+    from tidegate.infra.process import free_port
+
+    registry = make_registry(tmp_path / "registry")
+    port = free_port()
+    cfg = tmp_path / "app.yml"
+    cfg.write_text(yaml.safe_dump({"prometheus": {"url": PROM, "engine_metrics_port": port},
+                                   "registry": {"root": str(registry.root)}}))
+    doc = release_doc("served", prometheus_url=PROM, stages=[{"name": "shadow", "weight": 0, "duration": 600},
+                                                              {"name": "full", "weight": 100}])
+    rel = tmp_path / "served.yaml"
+    rel.write_text(yaml.safe_dump(doc))
+    proc = subprocess.Popen([sys.executable, "-m", "tidegate.cli", "release", "run", str(rel), "--config", str(cfg),
+                             "--state-dir", str(tmp_path / "state"), "--nats-url", "none"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        body, deadline = "", time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+                    body = r.read().decode()
+                if "release_phase" in body or "rollback_total" in body:
+                    break
+            except OSError:
+                time.sleep(0.2)   # not listening yet: the process is still importing
+        assert proc.poll() is None, proc.communicate()[0]
+        assert "# TYPE rollback_total counter" in body and "# TYPE mode_switch_total counter" in body, body[:2000]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, out

@@ -76,6 +76,10 @@ from tidegate.report.cli import report as _report_command  # noqa: E402  (releas
 
 _release_group.add_command(_report_command)
 
+from tidegate.alerts.cli import control as _control_group  # noqa: E402  (control crit|bridge)
+
+main.add_command(_control_group)
+
 
 
 @main.command()

@@ -1,16 +1,23 @@
 """Control events on ``control.events``: versioned, validated at the edge.
 
 MODE_SWITCH is written by the release engine (the one writer of rollout state)
-on every mode change; CRIT is raised by supervision and trips the executor's
-fail-safe (all routing to paper for the configured cooldown).
+on every mode change; CRIT trips the executor's fail-safe (all routing to paper
+for the configured cooldown). CRITs come from the Alertmanager bridge (a firing
+``severity: critical`` alert, tidegate.alerts.bridge) or from an operator
+(``tidegate control crit``); both publish through :func:`publish_control`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
+from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ConfigDict, Field
+
+from tidegate.bus.connection import ensure_streams
+from tidegate.bus.subjects import Subjects
 
 CONTROL_SCHEMA_VERSION = 1
 
@@ -29,10 +36,37 @@ class ControlEvent(BaseModel):
     # Idempotency key: the same effect replayed after a crash carries the same id and is
     # de-duplicated by JetStream (Nats-Msg-Id header).
     event_id: str = ""
+    # Free text for people (an alert's summary, an operator's words). ``reason`` stays short and
+    # low-cardinality because the executor uses it as the ``fail_safe_switch_total{reason}`` label.
+    detail: str = ""
 
     def to_bytes(self) -> bytes:
-        return self.model_dump_json(by_alias=True).encode()
+        # An empty ``detail`` is left out, so every event without one (all MODE_SWITCHes) keeps the
+        # exact bytes older readers (extra="forbid") accept.
+        exclude = None if self.detail else {"detail"}
+        return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ControlEvent:
         return cls.model_validate_json(data)
+
+
+async def publish_control(js: JetStreamContext, event: ControlEvent, subjects: Subjects | None = None, *,
+                          timeout: float = 2.0) -> tuple[bool, int]:
+    """Store ``event`` on the namespace's control subject; (new, stream sequence).
+
+    Waits for the stream's ack (the caller reports success only once the event is stored) and sends
+    ``event_id`` as ``Nats-Msg-Id``, so a repeat inside the stream's duplicate window is dropped:
+    ``new`` is False then. The CONTROL stream is declared first when nothing captures the subject
+    (a bridge or a CLI may be the first client of a fresh server).
+    """
+    if not event.event_id:
+        raise ValueError("a published control event needs an event_id (its idempotency key)")
+    subjects = subjects or Subjects()
+    try:
+        await js.find_stream_name_by_subject(subjects.control)
+    except NotFoundError:
+        await ensure_streams(js, subjects)  # the same stream settings every service declares
+    headers: dict[str, Any] = {"Nats-Msg-Id": event.event_id}
+    ack = await js.publish(subjects.control, event.to_bytes(), timeout=timeout, headers=headers)
+    return not bool(ack.duplicate), int(ack.seq)

@@ -42,6 +42,10 @@ class NatsConfig(Section):
 class PrometheusConfig(Section):
     url: str = Field("http://127.0.0.1:9090", description="Prometheus base URL for guard-rail queries")
     timeout_s: float = Field(5.0, gt=0, description="per-query timeout, seconds")
+    engine_metrics_port: int = Field(9107, ge=0, le=65535,
+                                     description="where `tidegate release run` (and release.sh) serves the release "
+                                                 "engine's /metrics: mode_switch_total, rollback_total, phases; "
+                                                 "0: none; --metrics-port wins")
 
 
 class RolloutConfig(Section):

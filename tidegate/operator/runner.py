@@ -29,7 +29,14 @@ from tidegate.registry import Registry
 from tidegate.release.decision import Command
 from tidegate.release.effects import ReleaseMetrics
 from tidegate.release.local import LocalDriver
-from tidegate.release.spec import TERMINAL_PHASES, DecisionRecord, ReleaseStatus, SpecError, effective_limits
+from tidegate.release.spec import (
+    TERMINAL_PHASES,
+    DecisionRecord,
+    ReleaseSpec,
+    ReleaseStatus,
+    SpecError,
+    effective_limits,
+)
 from tidegate.release.transitions import iso
 from tidegate.release.validation import DEFAULT_CHECKS, Check
 
@@ -104,6 +111,15 @@ def event_message(d: DecisionRecord) -> str:
     return ": ".join(p for p in parts if p)[:1024]
 
 
+def idle(st: ReleaseStatus | None, spec: ReleaseSpec) -> bool:
+    """Nothing left to evaluate: a terminal phase with its effects applied. A Promoted release whose
+    thresholds tune adaptively is not idle: after the freeze it steps them every ``adaptive.interval``
+    (the operator used to stop evaluating it, so the thresholds never moved on Kubernetes)."""
+    if st is None or st.phase not in TERMINAL_PHASES or st.pendingEffects:
+        return False
+    return not (st.phase == "Promoted" and spec.thresholds.adaptive.enabled)
+
+
 class ReleaseRunner:
     def __init__(self, body: Mapping[str, Any], ctx: OperatorContext, *, stopped: Any):
         self.body = body
@@ -174,8 +190,7 @@ class ReleaseRunner:
             self.post_event(d)
 
     def _idle(self) -> bool:
-        st = self.driver.status
-        return st is not None and st.phase in TERMINAL_PHASES and not st.pendingEffects
+        return idle(self.driver.status, self.driver.release.spec)
 
     async def _sleep(self, seconds: float) -> None:
         """Sleep, waking early for a stop, a new command or a spec change."""

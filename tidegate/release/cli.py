@@ -45,17 +45,20 @@ def release() -> None:
 @click.option("--skip-validations", is_flag=True, help="set spec.validations.skip (rerun within a release)")
 @click.option("--disable-rollout", is_flag=True, help="stop after validation with rollout disabled")
 @click.option("--once", is_flag=True, help="one tick, then exit")
-@click.option("--follow", is_flag=True, help="keep running after promotion (adaptive thresholds)")
-@click.option("--metrics-port", type=int, help="serve the engine's /metrics on 127.0.0.1:PORT")
+@click.option("--follow/--no-follow", default=None,
+              help="keep running after promotion to step the thresholds (default: when the release's "
+                   "thresholds.adaptive.enabled asks for it)")
+@click.option("--metrics-port", type=int,
+              help="serve the engine's /metrics on 127.0.0.1:PORT (default: prometheus.engine_metrics_port; 0: none)")
 @click.option("-v", "--verbose", is_flag=True)
 def run(source: str, state_dir: Path, config_path: Path, registry_root: Path | None, nats_url: str | None,
-        prometheus_url: str | None, skip_validations: bool, disable_rollout: bool, once: bool, follow: bool,
+        prometheus_url: str | None, skip_validations: bool, disable_rollout: bool, once: bool, follow: bool | None,
         metrics_port: int | None, verbose: bool) -> None:
     """Run a release from SOURCE (a release.yaml, or the name of a release in the state dir)."""
     from tidegate.config import ConfigError, load_config
     from tidegate.registry import Registry
     from tidegate.release.effects import ReleaseMetrics
-    from tidegate.release.local import DriverBusy, LocalDriver, ReleaseStore, prometheus_timeout
+    from tidegate.release.local import DriverBusy, LocalDriver, ReleaseStore, follows, prometheus_timeout
     from tidegate.release.prometheus import PrometheusProvider
     from tidegate.release.spec import SpecError, load_release
 
@@ -83,9 +86,14 @@ def run(source: str, state_dir: Path, config_path: Path, registry_root: Path | N
     url = prometheus_url or spec.analysis.prometheus.url or app.prometheus.url
     nurl = None if (nats_url or "").lower() == "none" else (nats_url or app.nats.url)
     metrics = ReleaseMetrics()
-    if metrics_port:
+    port = app.prometheus.engine_metrics_port if metrics_port is None else metrics_port
+    if port:
         from prometheus_client import start_http_server
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+        try:
+            start_http_server(port, addr="127.0.0.1", registry=metrics.registry)
+        except OSError as exc:  # another release on this machine serves it: run on, and say so
+            click.echo(f"release engine metrics NOT served on 127.0.0.1:{port}: {exc} (pass --metrics-port)",
+                       err=True)
     timeout = prometheus_timeout(spec.analysis.prometheus.timeout, app)
     try:
         driver = LocalDriver(rel, state_dir=state_dir, app=app, registry=Registry(registry_root or app.registry.root),
@@ -99,7 +107,7 @@ def run(source: str, state_dir: Path, config_path: Path, registry_root: Path | N
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        status = await driver.run(once=once, follow=follow, stop=stop)
+        status = await driver.run(once=once, follow=follows(rel.spec, follow), stop=stop)
         click.echo(f"{rel.name}: {status.phase} stage={status.stage or '-'} weight={status.weight}"
                    f"{' reason=' + status.rollbackReason if status.rollbackReason else ''}")
 

@@ -43,6 +43,7 @@ from tidegate.release.prometheus import GateProvider, PrometheusProvider
 from tidegate.release.spec import (
     TERMINAL_PHASES,
     ModelRelease,
+    ReleaseSpec,
     ReleaseStatus,
     SpecError,
     effective_limits,
@@ -62,6 +63,12 @@ def prometheus_timeout(spec_timeout: float | None, app: AppConfig) -> float:
     """The per-query timeout: the release's ``analysis.prometheus.timeout`` when it sets one, else
     config's ``prometheus.timeout_s`` (so the config key owns the default, as ``prometheus.url`` does)."""
     return spec_timeout if spec_timeout is not None else app.prometheus.timeout_s
+
+
+def follows(spec: ReleaseSpec, follow: bool | None) -> bool:
+    """Keep driving after promotion? ``--follow``/``--no-follow`` when given, else when the release's
+    thresholds tune adaptively (release.sh passes neither, and the thresholds must still step)."""
+    return spec.thresholds.adaptive.enabled if follow is None else follow
 
 
 def utcnow() -> dt.datetime:

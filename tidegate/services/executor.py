@@ -96,6 +96,8 @@ async def serve(ctx: ServiceContext) -> None:
     async def on_control(batch: Sequence[ControlEvent]) -> None:
         for ev in batch:
             if ev.kind == "CRIT" or ev.severity == "CRIT":
+                ctx.log.warning("control: CRIT %s%s (%s)", ev.reason, f": {ev.detail}" if ev.detail else "",
+                                ev.event_id or "no id")
                 async with lock:
                     await _publish(ctx, engine.trip_fail_safe(ev.reason, time.monotonic()))
             elif ev.kind == "MODE_SWITCH":
