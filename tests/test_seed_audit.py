@@ -245,3 +245,79 @@ def test_item7_release_run_serves_the_engine_metrics_on_the_configured_port(tmp_
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, out
+
+
+# -- item 4: a canary that config started is supervised ---------------------------------------------
+
+@pytest.mark.real
+def test_item4_a_config_started_canary_is_rolled_back_on_a_failed_gate(  # type: ignore[no-untyped-def]
+        tmp_path: Path, prometheus, prom_slot, nats_server) -> None:
+    import time
+    import uuid
+
+    import nats
+    from prometheus_client import CollectorRegistry
+    from release_helpers import Exporter
+
+    from tidegate.metrics import build
+    from tidegate.release.prometheus import PrometheusProvider
+    from tidegate.rollout import RolloutKV, RolloutState, config_policy
+    from tidegate.rollout.supervisor import config_limits, run_supervisor
+
+    exporter = Exporter(prom_slot)                  # cand-1 on the canary, old-1 the active model, healthy
+    prometheus.wait_up(prom_slot)
+    registry = make_registry(tmp_path / "registry")
+    registry.set_slot("shadow", "cand-1", reason="the seed's canary steps: the candidate in the shadow slot")
+    bucket = f"sup_{uuid.uuid4().hex[:8]}"
+    app = AppConfig.model_validate({"nats": {"url": nats_server.url, "kv_bucket": bucket},
+                                    "prometheus": {"url": prometheus.url},
+                                    "rollout": {"mode": "canary", "canary_fraction": 0.1},
+                                    "registry": {"root": str(registry.root)}})
+    limits = config_limits(app).model_copy(update={"labels": (("instance", f"127.0.0.1:{prom_slot}"),)})
+    assert limits.min_sample == app.rollout_guard.min_sample and set(limits.gates) == {"winrate", "parity", "psi",
+                                                                                        "ks"}
+    provider = PrometheusProvider(prometheus.url, timeout=2.0)
+    metrics = build(CollectorRegistry(), "release")
+
+    async def stored() -> RolloutState | None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            return await (await RolloutKV.open(nc.jetstream(), bucket)).get()
+        finally:
+            await nc.close()
+
+    def look() -> list:  # type: ignore[type-arg]
+        return asyncio.run(run_supervisor(app, provider, registry, asyncio.Event(), interval=0.1, metrics=metrics,
+                                          once=True, limits=limits))
+
+    try:
+        assert look() == [] and asyncio.run(stored()) is None        # healthy: nothing written
+        exporter.set(psi=0.5)                                          # drift on the candidate's market
+        deadline, taken = time.monotonic() + 30, []
+        while not taken and time.monotonic() < deadline:
+            taken = look()
+        assert taken and taken[0].gate == "psi" and "config canary rolled back (psi)" in taken[0].reason
+        after = asyncio.run(stored())
+        assert after is not None and (after.mode, after.canary_fraction) == ("disabled", 0.0)
+        assert config_policy(app.rollout)(after).mode == "disabled"   # config canary follows the stored halt
+        assert metrics["rollback_total"].labels(reason="psi")._value.get() == 1
+        # a canary a release started belongs to its release engine: left alone
+        asyncio.run(_put(nats_server.url, bucket, RolloutState(mode="canary", canary_fraction=0.1, release="r1",
+                                                                active_model_id="old-1", candidate_model_id="cand-1",
+                                                                revision=after.revision + 1)))
+        assert look() == [] and asyncio.run(stored()).release == "r1"  # type: ignore[union-attr]
+    finally:
+        provider.close()
+        exporter.close()
+
+
+async def _put(url: str, bucket: str, state) -> None:  # type: ignore[no-untyped-def]
+    import nats
+
+    from tidegate.rollout import RolloutKV
+
+    nc = await nats.connect(url)
+    try:
+        await (await RolloutKV.open(nc.jetstream(), bucket)).put(state)
+    finally:
+        await nc.close()

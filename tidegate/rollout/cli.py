@@ -70,3 +70,56 @@ def set_cmd(config_path: Path, mode: str | None, canary_fraction: float | None, 
     if cfg.rollout.mode == "disabled" and after.get("mode") != "disabled":
         click.echo("note: config/app.yml rollout.mode is 'disabled', which overrides this mode in every service",
                    err=True)
+
+
+@rollout.command("supervise")
+@click.option("--config", "config_path", default=DEFAULT_CONFIG, show_default=True, type=click.Path(path_type=Path))
+@click.option("--interval", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+              help="seconds between looks at the rollback gates")
+@click.option("--metrics-port", type=int, default=None,
+              help="serve rollback_total / mode_switch_total on 127.0.0.1:PORT (default: none)")
+@click.option("--once", is_flag=True, help="one look, then exit (exit 1 if it rolled the canary back)")
+def supervise_cmd(config_path: Path, interval: float, metrics_port: int | None, once: bool) -> None:
+    """Supervise a canary that config started (no release): roll it back on the seed's three conditions.
+
+    Win rate against the live baseline, ONNX parity and PSI/KS drift, judged in Prometheus with
+    rollout_guard; on a FAIL the stored state goes to mode disabled (paper only) with the reason.
+    A canary started by a ModelRelease is left to its release engine.
+    """
+    import asyncio
+    import logging
+    import signal
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from tidegate.config.loader import load_config_or_exit
+    from tidegate.metrics import build
+    from tidegate.registry import Registry
+    from tidegate.release.local import prometheus_timeout
+    from tidegate.release.prometheus import PrometheusProvider
+    from tidegate.rollout.supervisor import run_supervisor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    cfg = load_config_or_exit(config_path)
+    reg = CollectorRegistry()
+    metrics = build(reg, "release")
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=reg)
+    provider = PrometheusProvider(cfg.prometheus.url, timeout=prometheus_timeout(None, cfg))
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        taken = await run_supervisor(cfg, provider, Registry(Path(cfg.registry.root)), stop, interval=interval,
+                                     metrics=metrics, once=once)
+        for d in taken:
+            click.echo(d.reason)
+        return 1 if (once and taken) else 0
+
+    try:
+        rc = asyncio.run(main())
+    finally:
+        provider.close()
+    sys.exit(rc)
