@@ -321,3 +321,31 @@ async def _put(url: str, bucket: str, state) -> None:  # type: ignore[no-untyped
         await (await RolloutKV.open(nc.jetstream(), bucket)).put(state)
     finally:
         await nc.close()
+
+
+# -- item 15: Ctrl-C during the demo's start cannot be lost ----------------------------------------
+
+def test_item15_an_interrupt_swallowed_where_it_was_raised_is_raised_again_at_the_next_step() -> None:
+    import contextlib
+    import signal
+
+    from tidegate.demo.run import Interrupts
+
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    it = Interrupts()
+    try:
+        it.install()
+        it.checkpoint()                                    # nothing arrived: no-op
+        with contextlib.suppress(BaseException):           # a library swallowing it where it was raised
+            signal.raise_signal(signal.SIGINT)
+        with pytest.raises(KeyboardInterrupt):
+            it.checkpoint()                                # the demo's next step boundary still stops
+        it.install()                                       # a new run starts clean
+        it.checkpoint()
+        with contextlib.suppress(BaseException):
+            signal.raise_signal(signal.SIGTERM)            # SIGTERM is an interrupt too
+        with pytest.raises(KeyboardInterrupt):
+            it.checkpoint()
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -65,12 +66,38 @@ class DemoResult:
     seconds: float
 
 
-def _sigterm_to_interrupt() -> None:
-    def handler(signum: int, frame: object) -> None:
+class Interrupts:
+    """Ctrl-C and SIGTERM, remembered as well as raised.
+
+    Python delivers a signal as a KeyboardInterrupt raised wherever the main thread happens to
+    be, and some places swallow it: a finaliser or callback ("Exception ignored in ..."), or a
+    library that catches BaseException around I/O. In a CI run two SIGINTs during start-up were
+    lost that way and the demo went on into the release. So the handler also sets a flag, and
+    the demo checks it at every step boundary (``checkpoint``): an interrupt can be delayed by
+    one step, never lost. Installing a handler of our own also keeps ``asyncio.run`` from
+    replacing it with its cancel-the-task handler.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+
+    def install(self) -> None:
+        self.event.clear()   # a new run: an interrupt of an earlier in-process run is not this one's
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):   # not the main thread (tests): handling stays default
+                signal.signal(sig, self.handler)
+
+    def handler(self, signum: int, frame: object) -> None:
+        self.event.set()
         raise KeyboardInterrupt
 
-    with contextlib.suppress(ValueError):  # not in the main thread (tests): Ctrl-C handling stays default
-        signal.signal(signal.SIGTERM, handler)
+    def checkpoint(self) -> None:
+        """Raise the interrupt that arrived, even if the KeyboardInterrupt it raised was swallowed."""
+        if self.event.is_set():
+            raise KeyboardInterrupt
+
+
+INTERRUPTS = Interrupts()
 
 
 def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
@@ -94,15 +121,17 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
         "risk": {"publish_interval": 1.0, "window_candidates": 8000},
         "data": {"parquet_dir": str(work / "parquet"), "capture_dir": str(Path(capture).resolve())},
     })
-    _sigterm_to_interrupt()
+    INTERRUPTS.install()
     try:
         console.rule("[bold]tidegate demo")
         console.print(f"workdir {work}")
         stack.start_servers()
+        INTERRUPTS.checkpoint()
         console.print(f"nats-server {stack.nats.url if stack.nats else '?'}   "
                       f"prometheus {stack.prometheus.url if stack.prometheus else '?'}")
         with console.status("labelling the market data and training baseline + candidate (LightGBM -> ONNX)"):
             table, source = training_table(capture, work, market=MARKET)
+            INTERRUPTS.checkpoint()
             base_dir, cand_dir = train_pair(table, work / "models", tag=stamp[-6:], inject=opts.inject)
             base_id, cand_id = register_pair(registry, base_dir, cand_dir)
         console.print(f"trained on {source}: {table.num_rows} labelled entries; active {base_id}, "
@@ -116,12 +145,15 @@ def run_demo(opts: DemoOptions, console: Console | None = None) -> DemoResult:
             swap_reference_model(registry.model_dir(cand_id), registry.model_dir(base_id))
             console.print("[cyan]>> inject parity: the candidate's reference model was replaced by the "
                           "baseline's after the checklist (a bad re-upload)[/]")
+        INTERRUPTS.checkpoint()
         stack.write_config()
         with console.status("starting collector, signal_engine, ai_scorer, executor, risk (paper)"):
             stack.start_services()
+        INTERRUPTS.checkpoint()
         console.print(f"services up after {time.monotonic() - t0:.0f}s; replaying the market at {speed:g}x")
         assert stack.prometheus is not None
         _wait_for_settled_features(stack, console, timeout=90)
+        INTERRUPTS.checkpoint()
         doc = release_document(f"demo-{stamp}", cand_id, base_id, stack.prometheus.url, timings)
         release = parse_release(doc)
         driver = LocalDriver(release, state_dir=work / "releases", app=app, registry=registry,
@@ -173,6 +205,7 @@ async def _drive(driver: LocalDriver, stack: Stack, opts: DemoOptions, t: Timing
         await driver.connect()
         try:
             while True:
+                INTERRUPTS.checkpoint()
                 await driver.tick()
                 st = driver.status
                 assert st is not None
@@ -211,6 +244,7 @@ def _wait_for_settled_features(stack: Stack, console: Console, *, timeout: float
     psi = ks = float("nan")
     with console.status("warming up: waiting for live features to settle (PSI < 0.2, KS < 0.15)") as status:
         while time.monotonic() < deadline:
+            INTERRUPTS.checkpoint()
             with contextlib.suppress(Exception):
                 # the same window the drift gates read, so "settled" means the gates would pass
                 p = stack.prometheus.query(f"max(max_over_time(psi_feature[{window}]))")
