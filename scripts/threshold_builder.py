@@ -1,9 +1,15 @@
 #!/usr/bin/env python3
 """Regime-specific thresholds: precision-first tau_entry / tau_hold per market regime.
 
-Scores the labelled rows of the validation and test slices with the model's ONNX
-file (the artifact that serves), then applies the same precision-first rule as
-training to each regime separately. Writes ``<model_dir>/thresholds_by_regime.json``.
+Labels every row with its regime (synthetic rows keep theirs; recorded rows are
+classified by window exactly as scripts/canary_pipeline.py classifies its replay
+days, with ``canary_pipeline.replay_window`` / ``high_vol_quantile`` /
+``event_quantile`` from the config), splits by time as training does, chooses
+each regime's thresholds on its **validation** rows with training's
+precision-first rule, scores with the model's ONNX file (the artifact that
+serves) and reports each regime's **test** rows at the chosen thresholds (test
+rows never choose). Writes ``<model_dir>/thresholds_by_regime.json``.
+See tidegate/pipeline/regime_thresholds.py.
 """
 
 import json
@@ -13,7 +19,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import click
-import numpy as np
 
 
 @click.command()
@@ -21,35 +26,19 @@ import numpy as np
               type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--data", "data_path", default="data/training.parquet", show_default=True,
               type=click.Path(path_type=Path, exists=True))
-@click.option("--min-rows", default=200, show_default=True, help="regimes with fewer rows keep the global thresholds")
-def main(model_dir: Path, data_path: Path, min_rows: int) -> None:
+@click.option("--config", "config_path", default="config/app.yml", show_default=True,
+              type=click.Path(path_type=Path), help="canary_pipeline.* sets the regime windows")
+@click.option("--min-rows", default=200, show_default=True,
+              help="regimes with fewer validation rows keep the global thresholds")
+def main(model_dir: Path, data_path: Path, config_path: Path, min_rows: int) -> None:
     from tidegate.atomic import atomic_write_json
-    from tidegate.features.schema import FEATURE_NAMES
-    from tidegate.pipeline.evaluate import choose_thresholds
-    from tidegate.pipeline.parity import onnx_proba, onnx_session
-    from tidegate.pipeline.train import _label_params, load_training, read_metadata, time_split
+    from tidegate.config.loader import load_config_or_exit
+    from tidegate.pipeline.regime_thresholds import build_regime_thresholds
 
-    meta = read_metadata(model_dir)
-    table = load_training(data_path)
-    lp = _label_params(table)
-    t = table.column("local_ns").to_numpy()
-    _, va, te = time_split(t, (lp.latency_ms + lp.fill_horizon_ms + lp.markout_ms + lp.sample_ms) * 1_000_000)
-    sel = va | te
-    x = np.column_stack([table.column(n).to_numpy().astype(np.float32) for n in FEATURE_NAMES])[sel]
-    y = table.column("label").to_numpy().astype(np.int64)[sel]
-    regimes = np.asarray(table.column("regime").to_pylist(), object)[sel]
-    p = onnx_proba(onnx_session(model_dir / "model.onnx"), x)
-    global_th = meta["thresholds"]
-    out: dict[str, object] = {"model_id": meta["id"], "global": global_th, "regimes": {}}
-    for regime in sorted(set(regimes)):
-        m = regimes == regime
-        if m.sum() < min_rows or y[m].sum() == 0:
-            out["regimes"][regime] = {**global_th, "rows": int(m.sum()), "source": "global (too few rows)"}  # type: ignore[index]
-            continue
-        c = choose_thresholds(y[m], p[m])
-        out["regimes"][regime] = {"tau_entry": c.tau_entry, "tau_hold": c.tau_hold,  # type: ignore[index]
-                                  "precision": c.precision_entry, "support": c.support_entry, "rows": int(m.sum()),
-                                  "positive_rate": float(y[m].mean()), "source": "regime"}
+    cp = load_config_or_exit(config_path).canary_pipeline
+    out = build_regime_thresholds(data_path, model_dir, window_s=cp.replay_window,
+                                  high_vol_quantile=cp.high_vol_quantile, event_quantile=cp.event_quantile,
+                                  min_rows=min_rows)
     atomic_write_json(model_dir / "thresholds_by_regime.json", out)
     click.echo(json.dumps(out, indent=2))
 

@@ -60,15 +60,23 @@ def test_demo_parity_injection_rolls_back_with_the_reason_on_screen(tmp_path: Pa
 
 
 def test_ctrl_c_stops_every_process_the_demo_started(tmp_path: Path) -> None:
-    """SIGINT mid-run (twice, as an impatient user would): nothing the demo started survives."""
+    """SIGINT mid-run (twice, as an impatient user would), even with SIGINT ignored at start (a background
+    job): nothing the demo started survives."""
     import signal
     import subprocess
     import sys
     import time
 
     exe = Path(sys.executable).parent / "tidegate"
+
+    def as_a_background_job() -> None:
+        # A shell starts `cmd &` with SIGINT ignored, and the ignore is inherited through exec: a CI
+        # job run that way lost both Ctrl-Cs (Python keeps SIG_IGN and never raises KeyboardInterrupt).
+        # The demo installs its own handler, so Ctrl-C must work even so.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen([str(exe), "demo", "--quick", "--workdir", str(tmp_path)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+                            stderr=subprocess.STDOUT, text=True, preexec_fn=as_a_background_job)
     assert proc.stdout is not None
     seen = []
     deadline = time.monotonic() + 240

@@ -192,8 +192,130 @@ def test_compose_nats_has_jetstream_and_prometheus_loads_the_alert_rules(tmp_pat
     assert out.returncode == 0 and "SUCCESS: 7 rules found" in out.stdout, out.stdout + out.stderr
     targets = {t for job in yaml.safe_load(prom_cfg.read_text())["scrape_configs"]
                for sc in job["static_configs"] for t in sc["targets"]}
-    metrics_port = services["executor"]["environment"]["METRICS_PORT"]
-    assert {f"{name}:{metrics_port}" for name in TIDEGATE_SERVICES} <= targets
+    assert {f"{name}:{services[name]['environment']['METRICS_PORT']}" for name in TIDEGATE_SERVICES} <= targets
+
+
+# Static checks on compose.yaml itself (yaml only, no docker-compose): what the seed's
+# command starts, what Prometheus loads and scrapes, and that every host path mounted
+# is in the repository. Each checker takes the parsed file, so it can be run on any
+# version of it.
+
+def raw_compose(path: Path = COMPOSE) -> dict:
+    return yaml.safe_load(path.read_text())   # PyYAML resolves the file's anchors and `<<` merge keys
+
+
+def started_by(doc: dict, profile: str, named: list[str]) -> set[str]:
+    """The services `docker compose --profile PROFILE up NAMED...` starts: NAMED and their depends_on closure."""
+    services = doc["services"]
+    seen: set[str] = set()
+    todo = list(named)
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        assert name in services, f"{name} is not a service"
+        profiles = services[name].get("profiles")
+        assert not profiles or profile in profiles, f"{name} is not in the {profile} profile"
+        seen.add(name)
+        deps = services[name].get("depends_on") or {}
+        todo.extend(deps if isinstance(deps, list) else deps.keys())
+    return seen
+
+
+def bind_mounts(doc: dict) -> list[tuple[str, str, str]]:
+    """(service, host path, container path) of every bind mount (short or long syntax; named volumes skipped)."""
+    out = []
+    for name, svc in doc["services"].items():
+        for volume in svc.get("volumes") or []:
+            if isinstance(volume, str):
+                source, target = volume.split(":")[:2]
+            else:
+                source, target = volume.get("source", ""), volume["target"]
+            if source.startswith((".", "/")):
+                out.append((name, source, target))
+    return out
+
+
+def metrics_port(doc: dict, service: str, app_cfg) -> int:  # type: ignore[no-untyped-def]
+    """The port the service serves /metrics on in the stack: env METRICS_PORT wins over config/app.yml."""
+    env = doc["services"][service].get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return int(env.get("METRICS_PORT") or getattr(app_cfg, service).metrics_port)
+
+
+def compose_problems(doc: dict) -> list[str]:
+    """Everything item 12 of issue 17 asks of compose.yaml; [] when it holds."""
+    from tidegate.config import load_config
+
+    problems = []
+    for profile, command in SEED_COMMANDS.items():
+        started = started_by(doc, profile, command.split(" up ", 1)[1].split())
+        missing = {"risk", "prometheus", "nats"} - started
+        if missing:
+            problems.append(f"{command!r} does not start {sorted(missing)}")
+    mounts = {target: (REPO / source).resolve() for name, source, target in bind_mounts(doc) if name == "prometheus"}
+    prom_cfg = mounts.get("/etc/prometheus/prometheus.yml")
+    if prom_cfg is None:
+        return [*problems, "prometheus mounts no /etc/prometheus/prometheus.yml"]
+    prom = yaml.safe_load(prom_cfg.read_text())
+    for rule_file in prom.get("rule_files") or []:
+        target = str(Path("/etc/prometheus") / rule_file)
+        if mounts.get(target) != REPO / "config" / "prometheus" / "alerts.yml":
+            problems.append(f"rule file {target} is not config/prometheus/alerts.yml")
+    if not prom.get("rule_files"):
+        problems.append("prometheus loads no alert rules")
+    targets = {t for job in prom["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
+    app = load_config(REPO / "config" / "app.yml", env={})
+    for service in TIDEGATE_SERVICES:
+        configured = getattr(app, service).metrics_port
+        served = metrics_port(doc, service, app)
+        if served != configured:
+            problems.append(f"{service} serves /metrics on {served}, config/app.yml says {configured}")
+        if f"{service}:{configured}" not in targets:
+            problems.append(f"prometheus does not scrape {service}:{configured}")
+    for name, source, _ in bind_mounts(doc):
+        path = (REPO / source).resolve()
+        if not path.exists():
+            problems.append(f"{name} mounts {source}, which is not in the repository")
+            continue
+        # what a fresh clone holds: tracked or committable (not git-ignored) files at or under the path
+        listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "--", str(path)],
+                                cwd=REPO, capture_output=True, text=True, timeout=30).stdout.split()
+        if not listed:
+            problems.append(f"{name} mounts {source}: nothing under it would be in a fresh clone")
+    return problems
+
+
+def test_seed_compose_command_brings_risk_prometheus_nats_and_every_mount():
+    assert compose_problems(raw_compose()) == []
+    assert started_by(raw_compose(), "paper", SEED_SERVICES) == {*TIDEGATE_SERVICES, "nats", "prometheus", "supervisor"}
+
+
+def test_compose_problems_are_reported(tmp_path):
+    """The checker is not vacuous: the pre-fix shape (no depends_on on risk/prometheus, one shared METRICS_PORT,
+    a mount of a path the repository lacks) is reported on each count."""
+    doc = raw_compose()
+    for name in SEED_SERVICES:
+        doc["services"][name]["depends_on"] = {"nats": {"condition": "service_healthy"}}
+        doc["services"][name]["environment"]["METRICS_PORT"] = "9100"
+    doc["services"]["risk"]["volumes"] = [*doc["services"]["risk"]["volumes"], "./models/nowhere:/app/x"]
+    problems = "\n".join(compose_problems(doc))
+    for needle in ("does not start ['prometheus', 'risk']", "executor serves /metrics on 9100",
+                   "risk mounts ./models/nowhere"):
+        assert needle in problems, problems
+
+
+def test_registry_directory_is_committed_and_its_contents_ignored():
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO, timeout=30).returncode == 0
+
+    assert (REPO / "models" / "registry" / ".gitkeep").is_file() and not ignored("models/registry/.gitkeep")
+    assert (REPO / "models" / "README.md").is_file() and not ignored("models/README.md")
+    for produced in ("models/registry/manifest.json", "models/registry/lgbm-1/model.onnx", "models/registry/active",
+                     "models/latest/model.onnx"):
+        assert ignored(produced), produced
+    assert 'git add -f "models/registry"' in (REPO / "deploy" / "pipelines" / "train-and-release.yaml").read_text()
 
 
 # ------------------------------------------------------------------ names and tags agree

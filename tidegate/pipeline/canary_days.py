@@ -142,6 +142,22 @@ def classify_windows(session: np.ndarray, t_ns: np.ndarray, vol: np.ndarray, tra
     return w_regime[inv]
 
 
+def classify_table(table: pa.Table, *, window_s: float, high_vol_quantile: float,
+                   event_quantile: float) -> np.ndarray:
+    """Regime of every row of a labelled (or feature) table: :func:`classify_windows` on its columns.
+
+    The one classification of recorded data: the canary's replay days and
+    scripts/threshold_builder.py both call it, with ``canary_pipeline``'s
+    ``replay_window``, ``high_vol_quantile`` and ``event_quantile``.
+    """
+    return classify_windows(table.column("session").to_numpy(zero_copy_only=False),
+                            table.column("local_ns").to_numpy(),
+                            table.column("vol_5s_bps").to_numpy().astype(np.float64),
+                            table.column("trade_count_1s").to_numpy().astype(np.float64),
+                            window_ns=int(window_s * 1e9), high_vol_quantile=high_vol_quantile,
+                            event_quantile=event_quantile)
+
+
 def replay_files(capture_dir: Path, patterns: Sequence[str]) -> list[Path]:
     files = list_captures(capture_dir) if Path(capture_dir).is_dir() else []
     return [p for p in files if any(fnmatch.fnmatch(p.name, pat) for pat in patterns)]
@@ -153,10 +169,6 @@ def replay_days(files: Sequence[Path], *, window_s: float, high_vol_quantile: fl
     if not files:
         return []
     table = labelled_table([read_capture(p) for p in files], params)
-    regime = classify_windows(table.column("session").to_numpy(zero_copy_only=False),
-                              table.column("local_ns").to_numpy(),
-                              table.column("vol_5s_bps").to_numpy().astype(np.float64),
-                              table.column("trade_count_1s").to_numpy().astype(np.float64),
-                              window_ns=int(window_s * 1e9), high_vol_quantile=high_vol_quantile,
-                              event_quantile=event_quantile)
+    regime = classify_table(table, window_s=window_s, high_vol_quantile=high_vol_quantile,
+                            event_quantile=event_quantile)
     return [_day(table, "replay", r, regime == r) for r in REGIMES if (regime == r).any()]

@@ -78,8 +78,9 @@ def set_cmd(config_path: Path, mode: str | None, canary_fraction: float | None, 
               help="seconds between looks at the rollback gates")
 @click.option("--metrics-port", type=int, default=None,
               help="serve rollback_total / mode_switch_total on 127.0.0.1:PORT (default: none)")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address of /metrics")
 @click.option("--once", is_flag=True, help="one look, then exit (exit 1 if it rolled the canary back)")
-def supervise_cmd(config_path: Path, interval: float, metrics_port: int | None, once: bool) -> None:
+def supervise_cmd(config_path: Path, interval: float, metrics_port: int | None, host: str, once: bool) -> None:
     """Supervise a canary that config started (no release): roll it back on the seed's three conditions.
 
     Win rate against the live baseline, ONNX parity and PSI/KS drift, judged in Prometheus with
@@ -104,7 +105,7 @@ def supervise_cmd(config_path: Path, interval: float, metrics_port: int | None, 
     reg = CollectorRegistry()
     metrics = build(reg, "release")
     if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=reg)
+        start_http_server(metrics_port, addr=host, registry=reg)
     provider = PrometheusProvider(cfg.prometheus.url, timeout=prometheus_timeout(None, cfg))
 
     async def main() -> int:
