@@ -447,3 +447,17 @@ def test_invalid_inputs_are_refused() -> None:
         winrate_test(1, 2, 1, 2, alpha=0.0)
     with pytest.raises(ValueError):
         winrate_test(1, 2, 1, 2, tau=0.0)
+
+
+def test_min_sample_counts_the_canarys_effective_trades_and_the_baseline_needs_the_evidence_floor() -> None:
+    """PASS: the canary's n / deff reaches min_sample and the baseline's reaches MIN_EVIDENCE_SAMPLE."""
+    equal = dict(deff_canary=3.0, deff_baseline=40.0)
+    # canary 620/3 = 207 effective, baseline 4000/40 = 100 effective (>= 30): judged, equal -> PASS
+    assert sequential_decision(winrate_test(31, 620, 200, 4000, **equal), delta=0.05, min_sample=200)[0] == "PASS"
+    # canary 590/3 = 197 < 200: waits, whatever the baseline holds
+    v, r = sequential_decision(winrate_test(30, 590, 200, 4000, **equal), delta=0.05, min_sample=200)
+    assert v == "INSUFFICIENT" and "canary 197 (needs min_sample 200)" in r
+    # a baseline of 51 trades in 13 bursts (deff 4, ~13 effective) is too little to compare with: waits
+    v, r = sequential_decision(winrate_test(31, 620, 19, 51, deff_canary=3.0, deff_baseline=4.0), delta=0.05,
+                               min_sample=200)
+    assert v == "INSUFFICIENT" and f"(needs {MIN_EVIDENCE_SAMPLE})" in r

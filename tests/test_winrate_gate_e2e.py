@@ -16,11 +16,12 @@ needs. It is an A/A run: one trained artifact registered under two ids, ``m-act`
 paper route) and ``m-cand`` (candidate: canary route), so the models are equal and a FAIL on
 the way would be a false rollback; the test fails on one, with the evidence.
 
-What PASS takes: ``min_sample`` counts *effective* trades (n / design effect) in both arms, and
-trades come in bursts (risk's 2 s clusters), so the evidence grows with the number of bursts,
-i.e. with market time, more than with trades. Measured on 2 shared cores, at PASS: 390-1050
-canary and 4200-10 000 baseline trades, design effects 1.9-5.2 (canary) and 21-47 (baseline:
-its bursts hold ~20 trades each), ~1300-3300 s of market time, i.e. 4-9 loops of the 345 s
+What PASS takes: ``min_sample`` counts the canary's *effective* trades (n / design effect; the
+baseline needs 30), and trades come in bursts (risk's 2 s clusters), so the evidence grows with
+the number of bursts, i.e. with market time, more than with trades. Measured on 2 shared cores
+under an earlier rule that also asked min_sample effective trades of the baseline, at PASS:
+390-1050 canary and 4200-10 000 baseline trades, design effects 1.9-5.2 (canary) and 21-47
+(baseline: its bursts hold ~20 trades each), ~1300-3300 s of market time, i.e. 4-9 loops of the 345 s
 capture (the same market replayed, so the loops are not independent markets; for an A/A that
 does not matter). The time varies most with single bursts: the paper executor keeps one resting
 entry per approved signal, so one sweep of the book fills hundreds at once (a run's streams

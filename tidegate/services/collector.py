@@ -59,84 +59,38 @@ def select_events(frame: MarketFrame, *, start_offset_s: float, max_events: int 
             return
 
 
-def _px(price: float, offset: float) -> float:
-    # 9 decimals: the sum lands back on the tick grid (offsets are whole ticks), free of float noise,
-    # and the same source price always maps to the same shifted price (consumers key levels by price)
-    return round(price + offset, 9) if offset else price
-
-
-def _levels(levels: list[tuple[float, float]], offset: float) -> list[tuple[float, float]]:
-    return [(_px(p, offset), q) for p, q in levels] if offset else levels
-
-
-def loop_shift(msg: BookMsg | TradeMsg, offset_ns: int, id_offset: int, price_offset: float = 0.0
-               ) -> BookMsg | TradeMsg:
-    """A message of a later loop: times, update ids *and* prices moved.
+def loop_shift(msg: BookMsg | TradeMsg, offset_ns: int, id_offset: int) -> BookMsg | TradeMsg:
+    """A message of a later loop: times *and* update ids moved forward.
 
     Consumers keep their books across loops and refuse a ticker whose update id is not newer
     than the last one (a venue's rule against stale updates). Without the id shift every ticker
     of the second loop was refused, the consumers' touch froze at the end of the first loop,
-    and the features drifted (the demo's drift gate rolled a healthy release back on it).
-
-    ``price_offset`` (whole ticks, :func:`loop_price_offset`) starts a loop where the previous
-    one ended. The capture falls $140 (23 bps) over its 345 s, so without it every loop began
-    with a 23 bps jump: resting paper orders on the wrong side of the new touch filled all at
-    once, and the next second's markouts of every open trade moved together (clusters of
-    hundreds of trades that all won or all lost, at every loop boundary)."""
+    and the features drifted (the demo's drift gate rolled a healthy release back on it)."""
     if isinstance(msg, TradeMsg):
         return msg.model_copy(update={"ts_ns": msg.ts_ns + offset_ns, "recv_ns": msg.recv_ns + offset_ns,
-                                      "price": _px(msg.price, price_offset),
                                       "trade_id": msg.trade_id + id_offset if msg.trade_id >= 0 else -1})
     return msg.model_copy(update={
         "ts_ns": msg.ts_ns + offset_ns, "recv_ns": msg.recv_ns + offset_ns,
         "first_id": msg.first_id + id_offset if msg.first_id >= 0 else msg.first_id,
         "last_id": msg.last_id + id_offset if msg.last_id >= 0 else msg.last_id,
-        "prev_id": msg.prev_id + id_offset if msg.prev_id >= 0 else msg.prev_id,
-        "bids": _levels(msg.bids, price_offset), "asks": _levels(msg.asks, price_offset),
-        "bid_changes": _levels(msg.bid_changes, price_offset), "ask_changes": _levels(msg.ask_changes, price_offset)})
+        "prev_id": msg.prev_id + id_offset if msg.prev_id >= 0 else msg.prev_id})
 
 
-def touch_mid(conv: MarketMessages) -> float | None:
-    """The converter's current mid (unshifted source prices), None before both sides are known."""
-    b, a = conv.book.bid_px, conv.book.ask_px
-    return (b + a) / 2.0 if b > 0 and a > 0 else None
-
-
-def first_mid(frame: MarketFrame, symbol: str, levels: int, *, start_offset_s: float) -> float | None:
-    """The mid at which a replay of ``frame`` starts (the first message with both sides)."""
-    conv = MarketMessages(symbol, levels)
-    for ev in select_events(frame, start_offset_s=start_offset_s, max_events=None):
-        conv.convert(ev)
-        if (mid := touch_mid(conv)) is not None:
-            return mid
-    return None
-
-
-def loop_price_offset(last_mid_shifted: float | None, start_mid: float | None, tick: float) -> float:
-    """Whole ticks that move a loop starting at ``start_mid`` to where the previous one ended."""
-    if last_mid_shifted is None or start_mid is None or tick <= 0:
-        return 0.0
-    return round(round((last_mid_shifted - start_mid) / tick) * tick, 9)
-
-
-def clearing_message(previous: MarketMessages, ts_ns: int, price_offset: float = 0.0) -> BookMsg:
-    """One depth update deleting every level of the previous loop's book (at the prices consumers saw:
-    that loop's ``price_offset``), so every consumer's ladder starts the next loop empty, as it started
-    the first (no stale levels of the old loop)."""
+def clearing_message(previous: MarketMessages, ts_ns: int) -> BookMsg:
+    """One depth update deleting every level of the previous loop's book, so that every consumer's
+    ladder starts the next loop empty, as it started the first (no stale levels of the old loop)."""
     ladder = previous.book.book
     previous.seq += 1
     return BookMsg.model_construct(
         symbol=previous.symbol, kind="depth", ts_ns=ts_ns, recv_ns=ts_ns, seq=previous.seq, first_id=-1,
-        last_id=-1, prev_id=-1, bids=[], asks=[], bid_changes=[(_px(p, price_offset), 0.0) for p in ladder.bids],
-        ask_changes=[(_px(p, price_offset), 0.0) for p in ladder.asks])
+        last_id=-1, prev_id=-1, bids=[], asks=[], bid_changes=[(p, 0.0) for p in ladder.bids],
+        ask_changes=[(p, 0.0) for p in ladder.asks])
 
 
 async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0, *, id_offset: int = 0,
-                 previous: MarketMessages | None = None, price_offset: float = 0.0,
-                 previous_price_offset: float = 0.0) -> tuple[dict[str, int], MarketMessages]:
+                 previous: MarketMessages | None = None) -> tuple[dict[str, int], MarketMessages]:
     """Publish the frame once; ``offset_ns``/``id_offset`` move every timestamp and update id forward
-    (looped replays keep both monotonic) and ``price_offset`` every price (a looped replay's price
-    continues where the last loop ended), after a message clearing ``previous``'s book."""
+    (looped replays keep both monotonic), after a message clearing ``previous``'s book."""
     cfg = ctx.cfg.collector
     assert ctx.bus is not None
     symbol = ctx.cfg.symbols[0]
@@ -145,8 +99,7 @@ async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0, *,
     book_subject, trade_subject = ctx.subjects.book(symbol), ctx.subjects.trade(symbol)
     counts = {"book": 0, "trade": 0}
     if previous is not None:
-        await ctx.bus.publish(book_subject, clearing_message(previous, frame.time_range_ns()[0] + offset_ns - 1,
-                                                             previous_price_offset))
+        await ctx.bus.publish(book_subject, clearing_message(previous, frame.time_range_ns()[0] + offset_ns - 1))
         conv.seq = previous.seq
     t0_wall = time.monotonic()
     t0_ev: int | None = None
@@ -165,8 +118,8 @@ async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0, *,
         msg = conv.convert(ev)
         if msg is None:
             continue
-        if offset_ns or id_offset or price_offset:
-            msg = loop_shift(msg, offset_ns, id_offset, price_offset)
+        if offset_ns or id_offset:
+            msg = loop_shift(msg, offset_ns, id_offset)
         if isinstance(msg, BookMsg):
             await ctx.bus.publish(book_subject, msg)
             counts["book"] += 1
@@ -177,18 +130,6 @@ async def replay(ctx: ServiceContext, frame: MarketFrame, offset_ns: int = 0, *,
             published.labels(symbol=symbol, kind="trade").inc()
     await ctx.bus.nc.flush(timeout=10)
     return counts, conv
-
-
-def replay_tick(ctx: ServiceContext) -> float:
-    """The replayed symbol's tick (the markets file the executor sizes by), so shifted prices stay on it."""
-    from tidegate.execution.venue import load_offline_exchange, market_rules
-
-    try:
-        ex = load_offline_exchange(ctx.resolve(ctx.cfg.exchange.markets_file))
-        return float(market_rules(ex, ctx.cfg.symbols[0]).tick_size)
-    except Exception as exc:  # no markets file: loops keep their own prices (the old jump), said plainly
-        ctx.log.warning("no tick size for %s (%s): looped replays are not price-continuous", ctx.cfg.symbols[0], exc)
-        return 0.0
 
 
 def max_update_id(frame: MarketFrame) -> int:
@@ -255,20 +196,11 @@ async def serve(ctx: ServiceContext) -> None:
     first_ns, last_ns = frame.time_range_ns()
     span_ns = last_ns - first_ns + 1_000_000_000   # each loop starts 1 s after the previous one ended
     id_span = max_update_id(frame) + 1
-    symbol, cc = ctx.cfg.symbols[0], ctx.cfg.collector
-    start_mid = first_mid(frame, symbol, cc.book_levels, start_offset_s=cc.start_offset_s) if cc.loop else None
-    tick = replay_tick(ctx) if cc.loop else 0.0
-    loops, price_offset = 0, 0.0
+    loops = 0
     previous: MarketMessages | None = None
     while True:
-        last_offset = price_offset
-        if previous is not None:
-            end = touch_mid(previous)
-            price_offset = loop_price_offset(None if end is None else end + last_offset, start_mid, tick)
-            ctx.log.info("loop %d starts at the last loop's mid: prices shifted by %+g", loops + 1, price_offset)
         counts, previous = await replay(ctx, frame, offset_ns=loops * span_ns, id_offset=loops * id_span,
-                                        previous=previous, price_offset=price_offset,
-                                        previous_price_offset=last_offset)
+                                        previous=previous)
         loops += 1
         ctx.status.update({"published": counts})
         ctx.log.info("replay finished: %d book and %d trade messages published", counts["book"], counts["trade"])
