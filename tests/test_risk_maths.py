@@ -143,7 +143,10 @@ def test_trades_entered_within_the_gap_form_one_cluster():
         _trade(rb, f"o{i}", "paper", "m", t, [(100.0, 1.0)])
         rb.on_mid("X", t + 1000, 101.0)   # the price is above our buys from then on: every trade wins
     rb.on_mid("X", 12 * S_NS, 101.0)
-    rb.on_mid("X", 30 * S_NS, 101.0)      # flushes the last cluster
+    rb.on_mid("X", 30 * S_NS, 101.0)
+    # no later fill has moved the executor's clock past the last burst's gap: it may still grow
+    assert rb.cluster_sums[("paper", "m")]["clusters"] == 1
+    rb.on_mid("X", (12 + 121) * S_NS, 101.0)   # a quiet market for cluster_wait_market_ns: flushed
     s = rb.cluster_sums[("paper", "m")]
     assert (s["clusters"], s["trades"], s["trades_sq"], s["wins"], s["wins_sq"], s["wins_trades"]) == (2, 4, 10, 4,
                                                                                                        10, 10)
