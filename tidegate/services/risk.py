@@ -271,11 +271,19 @@ def load_hourly(path: Path, log: logging.Logger) -> HourlyCounts:
     return hourly
 
 
+_UNWRITABLE: set[Path] = set()
+
+
 def save_hourly(path: Path, hourly: HourlyCounts, log: logging.Logger) -> None:
     try:
         atomic_write_json(path, hourly.to_doc())
     except OSError as exc:
-        log.warning("risk.state_file %s not written: %s", path, exc)
+        if path not in _UNWRITABLE:   # said once, not every 30 s
+            _UNWRITABLE.add(path)
+            log.warning("risk.state_file %s not written (%s): hourly trade counts will not survive a restart",
+                        path, exc)
+    else:
+        _UNWRITABLE.discard(path)
 
 
 def main(argv: list[str] | None = None) -> int:
