@@ -44,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tidegate.bus.control import ControlEvent, publish_control
 from tidegate.bus.dedupe import RecentIds
+from tidegate.bus.messages import first_error
 from tidegate.bus.subjects import Subjects
 from tidegate.config.schema import AppConfig
 
@@ -94,9 +95,7 @@ def parse_webhook(body: bytes) -> AlertmanagerWebhook:
     try:
         return AlertmanagerWebhook.model_validate_json(body)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "<body>"
-        raise BadWebhook(f"{where}: {err['msg']}") from None
+        raise BadWebhook(first_error(exc, "<body>")) from None
 
 
 def alert_event_id(alert: WebhookAlert) -> str:

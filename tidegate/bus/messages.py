@@ -239,14 +239,19 @@ class MalformedMessage(ValueError):
     """Bytes that do not parse as the subject's schema; the text says why (first error only)."""
 
 
+def first_error(exc: ValidationError, root: str) -> str:
+    """``field.path: problem`` of a validation error's first failure (``root`` when it is the whole input)."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or root
+    return f"{where}: {err['msg']}"
+
+
 def decode(schema: type[M], data: bytes) -> M:
     """Parse one message or raise MalformedMessage naming the field that failed."""
     try:
         return schema.model_validate_json(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "<message>"
-        raise MalformedMessage(f"{schema.__name__}.{where}: {err['msg']}") from None
+        raise MalformedMessage(f"{schema.__name__}.{first_error(exc, '<message>')}") from None
 
 
 def shadow_decisions(data: bytes) -> list[ShadowMsg]:
