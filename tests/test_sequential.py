@@ -450,7 +450,8 @@ def test_invalid_inputs_are_refused() -> None:
 
 
 def test_min_sample_counts_the_canarys_effective_trades_and_the_baseline_needs_the_evidence_floor() -> None:
-    """PASS: the canary's n / deff reaches min_sample and the baseline's reaches MIN_EVIDENCE_SAMPLE."""
+    """PASS: the canary's n / deff reaches min_sample and the baseline's reaches MIN_EVIDENCE_SAMPLE
+    (or min_sample, when that is lower)."""
     equal = dict(deff_canary=3.0, deff_baseline=40.0)
     # canary 620/3 = 207 effective, baseline 4000/40 = 100 effective (>= 30): judged, equal -> PASS
     assert sequential_decision(winrate_test(31, 620, 200, 4000, **equal), delta=0.05, min_sample=200)[0] == "PASS"
@@ -461,3 +462,10 @@ def test_min_sample_counts_the_canarys_effective_trades_and_the_baseline_needs_t
     v, r = sequential_decision(winrate_test(31, 620, 19, 51, deff_canary=3.0, deff_baseline=4.0), delta=0.05,
                                min_sample=200)
     assert v == "INSUFFICIENT" and f"(needs {MIN_EVIDENCE_SAMPLE})" in r
+    # a release asking less of the canary than the floor (a smoke test's min_sample 5) asks no more of
+    # the baseline: 76 trades in 23 bursts (deff 5.5, ~14 effective) against a canary of ~12 effective
+    smoke = dict(deff_canary=6.5, deff_baseline=5.5)
+    v, r = sequential_decision(winrate_test(34, 78, 27, 76, **smoke), delta=0.05, min_sample=5)
+    assert v == "PASS", r
+    v, r = sequential_decision(winrate_test(3, 20, 2, 20, **smoke), delta=0.05, min_sample=5)
+    assert v == "INSUFFICIENT" and "(needs 5)" in r      # 20 / 5.5 = 3.6 effective in the baseline

@@ -346,17 +346,20 @@ def sequential_decision(test: WinrateTest, *, delta: float, min_sample: int,
         return "INSUFFICIENT", (f"n canary {test.n_canary} < min_sample {min_sample}, no evidence of harm: "
                                 f"{facts}{extra}")
     # Clustered trades: min_sample counts the canary's *independent* evidence (n / design effect),
-    # the seed's sample_canary >= min_sample. The baseline needs MIN_EVIDENCE_SAMPLE effective trades,
+    # the seed's sample_canary >= min_sample. The baseline needs MIN_EVIDENCE_SAMPLE effective trades
     # so that the normal approximation behind the bound holds: a canary judged against a baseline of
     # 51 trades in 13 bursts has been compared with about 12 observations, too few to tell a broken
-    # model (0.4 % vs 37 % in a demo run) from noise, and waits. Beyond that floor the baseline's
-    # uncertainty is in the test's variance (its bound), not in a second sample-size rule: with a
-    # 10 % canary the baseline's bursts are ~9x larger, so its effective count grows no faster than
-    # the canary's, and requiring min_sample of it too made every PASS wait for hundreds of bursts.
-    if test.effective_canary < min_sample or test.effective_baseline < MIN_EVIDENCE_SAMPLE:
+    # model (0.4 % vs 37 % in a demo run) from noise, and waits. A release whose min_sample is below
+    # that floor (a smoke test's 5) has chosen how little evidence will do, and the baseline is not
+    # held to more than the canary. Beyond the floor the baseline's uncertainty is in the test's
+    # variance (its bound), not in a second sample-size rule: with a 10 % canary the baseline's
+    # bursts are ~9x larger, so its effective count grows no faster than the canary's, and
+    # requiring min_sample of it too made every PASS wait for hundreds of bursts.
+    baseline_floor = min(min_sample, MIN_EVIDENCE_SAMPLE)
+    if test.effective_canary < min_sample or test.effective_baseline < baseline_floor:
         return "INSUFFICIENT", (f"effective trades (n / design effect) canary {test.effective_canary:.0f} "
                                 f"(needs min_sample {min_sample}), baseline {test.effective_baseline:.0f} "
-                                f"(needs {MIN_EVIDENCE_SAMPLE}), no evidence of harm: {facts}{extra}")
+                                f"(needs {baseline_floor}), no evidence of harm: {facts}{extra}")
     if test.worse:
         why = f"canary worse but shortfall {_pp(test.diff)} within {margin}"
     elif not test.has_evidence:
