@@ -80,6 +80,9 @@ CATALOGUE: tuple[MetricSpec, ...] = (
                "executor"),
     MetricSpec("orders_rejected_total", "counter", "orders rejected (post-only cross, limits, gates)",
                ("route", "reason"), "executor"),
+    MetricSpec("hold_exit_total", "counter",
+               "entries cancelled, and exits moved to the touch, because their model scored the side below tau_hold",
+               ("route", "leg"), "executor"),
     # risk: per route
     MetricSpec("trades_closed_total", "counter", "trades (filled entry orders) closed, by route and deciding model",
                ("route", "model"), "risk"),

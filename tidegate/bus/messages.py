@@ -28,6 +28,7 @@ from tidegate.market.events import BookTicker, DepthUpdate, Trade
 Side = Literal["buy", "sell"]
 Route = Literal["paper", "canary", "full"]
 Level = tuple[float, float]  # (price, quantity)
+Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 class Message(BaseModel):
@@ -126,6 +127,33 @@ class ApprovedMsg(Message):
     bucket: int = Field(ge=0, lt=10000)
 
 
+class HoldMark(Message):
+    """A live model's newest score for one side of one symbol, with the hold threshold in force."""
+
+    model_id: str = Field(min_length=1)
+    side: Side
+    ts_ns: int = Field(ge=0, description="exchange time of the newest candidate of this side in the batch")
+    score: Probability
+    tau_hold: Probability
+
+
+class HoldMsg(Message):
+    """The live models' view of each side after one scored batch (core ``sig.hold.<symbol>``).
+
+    ``tau_hold`` is the hysteresis of an entry: a signal enters at ``tau_entry`` and its
+    resting entry and open position are kept while the model still scores that side at or
+    above ``tau_hold``. The scorer sees every candidate, approved or not, so it publishes
+    each live model's newest score per side (one record per batch and symbol); the
+    executor cancels an entry, or exits a position at the touch, whose model has since
+    scored its side below ``tau_hold``. Core NATS, like market data: a lost mark only
+    leaves an order to its TTL, and a stale mark is worthless.
+    """
+
+    v: Literal[1] = 1
+    symbol: str = Field(min_length=1)
+    marks: list[HoldMark] = Field(min_length=1)
+
+
 class ShadowMsg(Message):
     """What the shadow model decided about one candidate: recorded, never executed.
 
@@ -143,9 +171,6 @@ class ShadowMsg(Message):
     approved: bool
     live_model_id: str
     live_score: float = Field(ge=0, le=1)
-
-
-Probability = Annotated[float, Field(ge=0, le=1)]
 
 
 class ShadowBatchMsg(Message):

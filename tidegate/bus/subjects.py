@@ -15,9 +15,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# core subjects (market data)
+# core subjects (market data, and the scorer's hold marks: lossy by design too)
 MD_BOOK = "md.book.{symbol}"        # top-of-book + depth levels after each diff
 MD_TRADE = "md.trade.{symbol}"      # public trades
+SIG_HOLD = "sig.hold.{symbol}"      # ai_scorer -> executor: live models' newest score per side (tau_hold)
 
 # JetStream subjects
 SIG_CANDIDATES = "sig.candidates.{symbol}"  # signal_engine -> ai_scorer
@@ -66,6 +67,9 @@ class Subjects:
 
     def trade(self, symbol: str) -> str:
         return self._s(MD_TRADE.format(symbol=symbol))
+
+    def hold(self, symbol: str = "*") -> str:
+        return self._s(SIG_HOLD.format(symbol=symbol))
 
     def candidates(self, symbol: str = "*") -> str:
         return self._s(SIG_CANDIDATES.format(symbol=symbol))

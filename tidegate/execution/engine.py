@@ -17,9 +17,17 @@ for each approved signal, in this order:
    counted in ``fail_safe_route_total{symbol}`` and the trade is labelled paper;
 5. sizing (``compute_order_qty`` semantics; dropped below exchange minimums),
    the near-liquidation guard and ``liquidity_by_side``;
-6. a post-only entry ladder; each fill gets a reduce-only post-only exit.
+6. ``tau_hold``: a signal its own model has since scored below ``tau_hold`` (a newer
+   hold mark of the same side) is not entered (``orders_rejected_total{reason="below_tau_hold"}``);
+7. a post-only entry ladder; each fill gets a reduce-only post-only exit.
    Entries resting longer than ``order_ttl`` are cancelled; exits older than
    ``exit_ttl`` are re-quoted at the touch (still passive).
+
+Hold marks (``on_hold``: each live model's newest score per side, from the scorer) give
+``tau_hold`` its meaning, the hysteresis of an entry: an entry is kept while its model scores
+its side at or above ``tau_hold``. Below it, the resting entry is cancelled and the open
+position's take-profit exit is moved to the touch at once (as an ``exit_ttl`` re-quote
+would, still passive and reduce-only), counted in ``hold_exit_total{route,leg}``.
 
 All clocks but the warm-up and the fail-safe cooldown (wall clock: they are
 operational timers) are market time, so a replay at any speed trades the same.
@@ -31,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tidegate.bus.dedupe import RecentIds
-from tidegate.bus.messages import ApprovedMsg, BookMsg, FillMsg, OrderMsg, TradeMsg
+from tidegate.bus.messages import ApprovedMsg, BookMsg, FillMsg, HoldMark, HoldMsg, OrderMsg, TradeMsg
 from tidegate.config.schema import AppConfig
 from tidegate.execution import gates, ladder
 from tidegate.execution.simulator import ExecReport, OrderRequest, PaperExchange
@@ -48,6 +56,18 @@ def position_side(side: str, reduce_only: bool) -> str:
     return "long" if (side == "buy") != reduce_only else "short"
 
 
+def entry_side(order: OrderMsg) -> str:
+    """The side of the signal an order belongs to (an exit trades against its entry)."""
+    if not order.reduce_only:
+        return order.side
+    return "sell" if order.side == "buy" else "buy"
+
+
+def breaks_hold(mark: HoldMark | None, signal_ts_ns: int) -> bool:
+    """A newer score of the signal's own model and side, below that model's ``tau_hold``."""
+    return mark is not None and mark.ts_ns > signal_ts_ns and mark.score < mark.tau_hold
+
+
 @dataclass
 class _Live:
     """An order the engine placed and still tracks."""
@@ -55,6 +75,7 @@ class _Live:
     msg: OrderMsg
     placed_ns: int
     entry: bool
+    signal_ts_ns: int = 0      # market time of the signal's candidate: hold marks newer than it apply
     fills: int = 0
     filled_qty: float = 0.0
 
@@ -92,6 +113,8 @@ class ExecutionEngine:
         self.live: dict[str, _Live] = {}
         self.seen = RecentIds()
         self.exit_seq: dict[str, int] = {}
+        self.holds: dict[tuple[str, str, str], HoldMark] = {}   # (symbol, model, side) -> newest mark
+        self.hold_broken = RecentIds(capacity=50_000)           # signals whose hold ended: act once
         s = cfg.executor.sizing
         self.sizing = SizingParams(s.leverage, s.notional_cap_usd, s.use_all_in, s.min_free_balance_usd,
                                    s.lot_size_rounding)
@@ -169,6 +192,9 @@ class ExecutionEngine:
         if now - sig.recv_ns > self.cfg.executor.max_signal_age * NS:
             d.count("orders_rejected_total", route=sig.route, reason="stale_signal")
             return d
+        if breaks_hold(self.holds.get((sig.symbol, sig.model_id, sig.side)), sig.ts_ns):
+            d.count("orders_rejected_total", route=sig.route, reason="below_tau_hold")
+            return d
         route = sig.route
         venue = "paper"
         if self.fail_safe_active(now_wall):
@@ -218,11 +244,43 @@ class ExecutionEngine:
                            venue=venue, side=rung.side, price=rung.price, qty=rung.qty, status="new",  # type: ignore[arg-type]
                            post_only=True, rung=rung.index, bucket=rung.bucket, model_id=sig.model_id,
                            score=sig.score, ts_ns=now)
-            self.live[coid] = _Live(msg, now, entry=True)
+            self.live[coid] = _Live(msg, now, entry=True, signal_ts_ns=sig.ts_ns)
             d.orders.append(msg)
             d.count("exec_ladder_aggressiveness_total", bucket=rung.bucket)
             if ex is not None:
                 ex.submit(OrderRequest(coid, rung.side, rung.price, rung.qty, post_only=True), now)
+        return d
+
+    def on_hold(self, msg: HoldMsg) -> Decision:
+        """Newer scores per (model, side): end the hold of every order whose model fell below tau_hold."""
+        d = Decision()
+        fresh: list[HoldMark] = []
+        for mark in msg.marks:
+            key = (msg.symbol, mark.model_id, mark.side)
+            old = self.holds.get(key)
+            if old is None or mark.ts_ns >= old.ts_ns:
+                self.holds[key] = mark
+                if mark.score < mark.tau_hold:
+                    fresh.append(mark)
+        if not fresh:
+            return d
+        book = self.books.get(msg.symbol)
+        now = book.recv_ns if book is not None else 0
+        ended: list[tuple[str, _Live]] = []
+        for coid, live in self.live.items():
+            m = live.msg
+            if m.symbol != msg.symbol or m.venue != "paper" or live.placed_ns < 0:
+                continue
+            if not live.entry and m.signal_id in self.hold_broken:
+                continue          # this position's exit was already moved to the touch
+            if breaks_hold(self.holds.get((m.symbol, m.model_id, entry_side(m))), live.signal_ts_ns):
+                ended.append((coid, live))
+        for coid, live in ended:
+            m = live.msg
+            self.hold_broken.add(m.signal_id)
+            d.count("hold_exit_total", route=m.route, leg="entry" if live.entry else "exit")
+            self.exchange(m.symbol, m.route, position_side(m.side, m.reduce_only)).cancel(coid, now)
+            live.placed_ns = -1   # cancelled: an exit is re-quoted at the touch when the cancel lands
         return d
 
     # -- reports ---------------------------------------------------------------------------------
@@ -243,7 +301,7 @@ class ExecutionEngine:
                 d.orders.append(base.model_copy(update={"status": "cancelled", "ts_ns": rep.ts_ns}))
                 self.live.pop(rep.client_order_id, None)
                 if not live.entry and live.filled_qty < base.qty - 1e-12:
-                    self._requote_exit(d, base, base.qty - live.filled_qty, rep.ts_ns)
+                    self._requote_exit(d, base, base.qty - live.filled_qty, rep.ts_ns, live.signal_ts_ns)
             elif rep.kind == "fill":
                 live.fills += 1
                 live.filled_qty += rep.qty
@@ -257,26 +315,31 @@ class ExecutionEngine:
                     d.orders.append(base.model_copy(update={"status": "filled", "ts_ns": rep.ts_ns}))
                     self.live.pop(rep.client_order_id, None)
                 if live.entry:
-                    self._place_exit(d, base, rep.price, rep.qty, rep.ts_ns)
+                    if base.signal_id in self.hold_broken:   # filled while its cancel was in flight
+                        self._requote_exit(d, base.model_copy(update={"side": "sell" if base.side == "buy" else "buy",
+                                                                       "reduce_only": True}),
+                                           rep.qty, rep.ts_ns, live.signal_ts_ns)
+                    else:
+                        self._place_exit(d, base, rep.price, rep.qty, rep.ts_ns, live.signal_ts_ns)
 
-    def _place_exit(self, d: Decision, entry: OrderMsg, price: float, qty: float, now: int) -> None:
+    def _place_exit(self, d: Decision, entry: OrderMsg, price: float, qty: float, now: int, signal_ts: int) -> None:
         book = self.books.get(entry.symbol)
         rules = self.rules[entry.symbol]
         bb = book.bids[0][0] if book and book.bids else 0.0
         ba = book.asks[0][0] if book and book.asks else 0.0
         rung = ladder.exit_rung(entry.side, price, qty, bb, ba, tick=rules.tick_size,
                                 exit_ticks=self.cfg.executor.ladder.exit_ticks)
-        self._submit_exit(d, entry, rung.side, rung.price, qty, rung.bucket, now)
+        self._submit_exit(d, entry, rung.side, rung.price, qty, rung.bucket, now, signal_ts)
 
-    def _requote_exit(self, d: Decision, exit_msg: OrderMsg, qty: float, now: int) -> None:
+    def _requote_exit(self, d: Decision, exit_msg: OrderMsg, qty: float, now: int, signal_ts: int) -> None:
         book = self.books.get(exit_msg.symbol)
         if book is None or not book.bids or not book.asks:
             return
         price = book.asks[0][0] if exit_msg.side == "sell" else book.bids[0][0]
-        self._submit_exit(d, exit_msg, exit_msg.side, price, qty, "high", now)
+        self._submit_exit(d, exit_msg, exit_msg.side, price, qty, "high", now, signal_ts)
 
     def _submit_exit(self, d: Decision, parent: OrderMsg, side: str, price: float, qty: float, bucket: str,
-                     now: int) -> None:
+                     now: int, signal_ts: int) -> None:
         n = self.exit_seq.get(parent.signal_id, 0) + 1
         self.exit_seq[parent.signal_id] = n
         coid = f"{parent.signal_id}-x{n}"
@@ -284,7 +347,7 @@ class ExecutionEngine:
                        venue=parent.venue, side=side, price=price, qty=qty, status="new",  # type: ignore[arg-type]
                        reduce_only=True, post_only=True, rung=0, bucket=bucket, model_id=parent.model_id,
                        score=parent.score, ts_ns=now)
-        self.live[coid] = _Live(msg, now, entry=False)
+        self.live[coid] = _Live(msg, now, entry=False, signal_ts_ns=signal_ts)
         d.orders.append(msg)
         d.count("exec_ladder_aggressiveness_total", bucket=bucket)
         if parent.venue == "paper":

@@ -29,13 +29,14 @@ import random
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from tidegate.bus.consumer import DurableConsumer
 from tidegate.bus.dedupe import RecentIds
-from tidegate.bus.messages import ApprovedMsg, CandidateMsg, ShadowBatchMsg
+from tidegate.bus.messages import ApprovedMsg, CandidateMsg, HoldMark, HoldMsg, ShadowBatchMsg
 from tidegate.features import schema_hash
 from tidegate.registry import Registry
 from tidegate.rollout import RolloutState, bucket, config_policy, open_view, route
@@ -74,6 +75,38 @@ def score_stats(scores: Sequence[float]) -> dict[str, float]:
         return {}
     return {"mean": float(a.mean()), "std": float(a.std()), "p10": float(np.quantile(a, 0.1)),
             "p50": float(np.quantile(a, 0.5)), "p90": float(np.quantile(a, 0.9)), "count": float(a.size)}
+
+
+@dataclass
+class Scored:
+    """What one batch produced: approvals, shadow records, hold marks, and candidates dropped."""
+
+    approved: list[ApprovedMsg] = field(default_factory=list)
+    shadows: list[ShadowBatchMsg] = field(default_factory=list)
+    holds: list[HoldMsg] = field(default_factory=list)
+    dropped: int = 0
+
+
+def hold_marks(batch: Sequence[CandidateMsg], models: Sequence[tuple[str, np.ndarray, float]]) -> list[HoldMsg]:
+    """Each live model's score of the newest candidate of each side, per symbol (``tau_hold``'s input).
+
+    Every candidate is scored by the active model and by a candidate model, whichever route
+    it is on, so both models' views of the market are known after each batch; the executor
+    keeps an order of model *m* and side *s* only while *m* scores *s* at or above tau_hold.
+    """
+    newest: dict[tuple[str, str], int] = {}
+    for i, c in enumerate(batch):
+        k = (c.symbol, c.side)
+        j = newest.get(k)
+        if j is None or c.ts_ns >= batch[j].ts_ns:
+            newest[k] = i
+    by_symbol: dict[str, list[HoldMark]] = {}
+    for (symbol, side), i in sorted(newest.items()):
+        for model_id, p, tau_hold in models:
+            by_symbol.setdefault(symbol, []).append(HoldMark.model_construct(
+                model_id=model_id, side=side, ts_ns=batch[i].ts_ns, score=min(1.0, max(0.0, float(p[i]))),
+                tau_hold=tau_hold))
+    return [HoldMsg.model_construct(symbol=sym, marks=marks) for sym, marks in by_symbol.items()]
 
 
 class Scorer:
@@ -147,8 +180,9 @@ class Scorer:
             self.ctx.log.error("ONNX parity failure: %d of %d sampled rows of model %s differ by > %g", bad,
                                len(rows), model.id, self.cfg.parity_tolerance)
 
-    def score(self, batch: Sequence[CandidateMsg]) -> tuple[list[ApprovedMsg], list[ShadowBatchMsg], int]:
-        """Decide a batch: approvals (one per approved candidate), shadow records (one per symbol), drops.
+    def score(self, batch: Sequence[CandidateMsg]) -> Scored:
+        """Decide a batch: approvals (one per approved candidate), shadow records and hold marks (one
+        per symbol), drops.
 
         Scores, thresholds and shadow decisions are computed on whole arrays; the only
         per-candidate Python is the routing hash and building the approvals.
@@ -158,7 +192,7 @@ class Scorer:
         good = [c for c in fresh if c.schema_hash == self.live_hash]
         dropped = len(fresh) - len(good)
         if active is None or not good:
-            return [], [], dropped + (len(good) if active is None else 0)
+            return Scored(dropped=dropped + (len(good) if active is None else 0))
         for c in good:
             self.seen.add(c.signal_id)
         x = np.asarray([c.features for c in good], dtype=np.float32)
@@ -224,7 +258,9 @@ class Scorer:
                     live_scores=[live_scores[i] for i in rows]))
             self.m["shadow_signals_evaluated_total"].inc(len(good))
             self.m["shadow_signals_approved_total"].inc(int(ok_sh.sum()))
-        return approved, shadows, dropped
+        holds = hold_marks(good, [(active.id, p_active, th_active.tau_hold)] + (
+            [(candidate.id, p_cand, th_cand.tau_hold)] if candidate is not None and candidate.id != active.id else []))
+        return Scored(approved, shadows, holds, dropped)
 
     def export_distributions(self) -> None:
         for stat, value in score_stats(self.scores).items():
@@ -257,18 +293,20 @@ async def serve(ctx: ServiceContext) -> None:
         while scorer.models.active is None and not ctx.stop.is_set():
             await ctx.sleep(0.2)  # nothing may be dropped: hold the batch until a model serves
             await asyncio.to_thread(scorer.refresh)
-        approved, shadows, dropped = scorer.score(batch)
-        if dropped:
+        out = scorer.score(batch)
+        if out.dropped:
             for c in batch:
                 if c.schema_hash != scorer.live_hash:
                     ctx.counters.bad(ctx.subjects.candidates(c.symbol), "candidate schema_hash differs from live")
         # candidates, approvals and shadow decisions share the SIGNALS stream and its duplicate
         # window, so each kind has its own Nats-Msg-Id space (else an approval would be dropped
         # as a duplicate of the candidate it approves)
-        for a in approved:
+        for a in out.approved:
             await bus.publish_durable(ctx.subjects.approved(a.symbol), a, msg_id=f"approved:{a.signal_id}")
-        for s in shadows:  # one record per batch and symbol; the id is that of the same batch redelivered whole
+        for s in out.shadows:  # one record per batch and symbol; the id is that of the same batch redelivered whole
             await bus.publish_durable(ctx.subjects.shadow(s.symbol), s, msg_id=shadow_msg_id(s))
+        for h in out.holds:
+            await bus.publish(ctx.subjects.hold(h.symbol), h)
 
     consumer = DurableConsumer(bus, stream=ctx.subjects.stream("SIGNALS"), durable="ai_scorer",
                                subject=ctx.subjects.candidates("*"), schema=CandidateMsg, handler=on_batch,

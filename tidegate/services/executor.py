@@ -1,7 +1,7 @@
 """executor: approved signals → orders on the paper simulator or the venue; orders and fills on JetStream.
 
 The decisions live in tidegate.execution.engine; this module is the shell:
-it feeds market data (core subscriptions), approved signals (a durable
+it feeds market data and the scorer's hold marks (core subscriptions), approved signals (a durable
 JetStream consumer, acked only after the resulting orders are handed to the
 publisher) and control events (CRIT → fail-safe) into the engine, publishes
 what it returns with idempotent ids (client order id / fill id as
@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 from tidegate.bus.consumer import DurableConsumer, subscribe
 from tidegate.bus.control import ControlEvent
-from tidegate.bus.messages import ApprovedMsg, BookMsg, TradeMsg
+from tidegate.bus.messages import ApprovedMsg, BookMsg, HoldMsg, TradeMsg
 from tidegate.execution.engine import Decision, ExecutionEngine
 from tidegate.execution.venue import (
     CcxtVenue,
@@ -93,6 +93,10 @@ async def serve(ctx: ServiceContext) -> None:
                                                 reduce_only=o.reduce_only)
                 await _publish(ctx, d)
 
+    async def on_hold(msg: HoldMsg) -> None:
+        async with lock:
+            await _publish(ctx, engine.on_hold(msg))
+
     async def on_control(batch: Sequence[ControlEvent]) -> None:
         for ev in batch:
             if ev.kind == "CRIT" or ev.severity == "CRIT":
@@ -106,6 +110,7 @@ async def serve(ctx: ServiceContext) -> None:
     for symbol in cfg.symbols:
         await subscribe(bus, ctx.subjects.book(symbol), BookMsg, on_book, ctx.counters)
         await subscribe(bus, ctx.subjects.trade(symbol), TradeMsg, on_trade, ctx.counters)
+        await subscribe(bus, ctx.subjects.hold(symbol), HoldMsg, on_hold, ctx.counters)
     approved = DurableConsumer(bus, stream=ctx.subjects.stream("SIGNALS"), durable="executor",
                                subject=ctx.subjects.approved("*"), schema=ApprovedMsg, handler=on_approved,
                                counters=ctx.counters, batch=64)
