@@ -80,6 +80,10 @@ from tidegate.alerts.cli import control as _control_group  # noqa: E402  (contro
 
 main.add_command(_control_group)
 
+from tidegate.venue.cli import venue as _venue_group  # noqa: E402  (venue emulate)
+
+main.add_command(_venue_group)
+
 
 
 @main.command()
