@@ -214,7 +214,14 @@ def test_wrong_key_or_secret_is_refused_and_nothing_trades(venue: Venue) -> None
             await asyncio.wait_for(c.watch_orders(BTC), 5)
         return str(err.value)
 
+    async def stale(c: Any) -> str:
+        c.options["timeDifference"] = 60_000     # signs with a clock one minute behind
+        with pytest.raises(ccxt.InvalidNonce) as err:
+            await c.fetch_balance()
+        return str(err.value)
+
     bad_secret = drive(venue.client(pro=False, secret="not-the-secret"), rest)
+    assert "10002" in drive(venue.client(pro=False), stale)
     bad_key = drive(venue.client(pro=False, key="unknown-key"), rest)
     ws_bad = drive(venue.client(secret="not-the-secret"), ws)
     assert "10004" in bad_secret and "error sign" in bad_secret
@@ -299,7 +306,9 @@ def test_fill_from_book_reaches_streams_rest_position_and_wallet(venue: Venue) -
         orders = asyncio.ensure_future(c.watch_orders(BTC))
         trades = asyncio.ensure_future(c.watch_my_trades(BTC))
         balance = asyncio.ensure_future(c.watch_balance())
-        for topic in ("order", "execution", "wallet"):
+        snapshot = await asyncio.wait_for(c.watch_positions([BTC]), 5)   # ccxt's REST snapshot first
+        position = asyncio.ensure_future(c.watch_positions([BTC]))       # then the `position` topic
+        for topic in ("order", "execution", "wallet", "position"):
             while not await asyncio.to_thread(venue.subscribed, topic):
                 await asyncio.sleep(0.02)
         o = await c.create_order(BTC, "limit", "buy", 0.01, 49999.0, {"timeInForce": "PostOnly",
@@ -312,8 +321,10 @@ def test_fill_from_book_reaches_streams_rest_position_and_wallet(venue: Venue) -
             streamed_orders += await asyncio.wait_for(c.watch_orders(BTC), 5)
         streamed_trades = await asyncio.wait_for(trades, 5)
         wallet = await asyncio.wait_for(balance, 5)
+        streamed_position = await asyncio.wait_for(position, 5)
         positions = await c.fetch_positions([BTC])
-        return {"o": o, "before": before, "orders": streamed_orders, "trades": streamed_trades,
+        return {"o": o, "before": before, "snapshot": snapshot, "streamed_position": streamed_position,
+                "orders": streamed_orders, "trades": streamed_trades,
                 "rest_trades": await c.fetch_my_trades(BTC), "positions": positions,
                 "balance": await c.fetch_balance(), "wallet": wallet}
 
@@ -328,8 +339,9 @@ def test_fill_from_book_reaches_streams_rest_position_and_wallet(venue: Venue) -
     assert got["rest_trades"][0]["info"]["orderLinkId"] == "sig-fill"
     closed = [x for x in got["orders"] if x["id"] == got["o"]["id"]][-1]
     assert (closed["status"], closed["filled"], closed["average"]) == ("closed", 0.01, 49999.0)
-    [p] = got["positions"]
-    assert (p["side"], p["contracts"], p["entryPrice"]) == ("long", 0.01, 49999.0)
+    assert got["snapshot"] == []
+    for p in (got["streamed_position"][-1], got["positions"][0]):
+        assert (p["symbol"], p["side"], p["contracts"], p["entryPrice"]) == (BTC, "long", 0.01, 49999.0)
     assert got["balance"]["USDT"]["total"] == pytest.approx(10_000.0 - fee)
     [acct] = got["wallet"]["info"]                              # the stream's wallet message
     assert float(acct["coin"][0]["walletBalance"]) == pytest.approx(10_000.0 - fee)
@@ -422,3 +434,40 @@ def test_replayed_market_fills_exactly_as_the_paper_engine(venue: Venue) -> None
     want = sorted(expected)
     assert [(c, p) for c, p, _ in got] == [(c, p) for c, p, _ in want]
     assert [q for *_, q in got] == pytest.approx([q for *_, q in want])
+
+
+def test_restart_keeps_the_account_and_an_outage_is_a_network_error(venue: Venue) -> None:
+    """A venue outage is not an account reset: after a restart on the same port the open order,
+    the fill and the position are all still there, found again by orderLinkId."""
+    async def before(c: Any) -> str:
+        await c.create_order(BTC, "limit", "buy", 0.003, 49999.0, {"timeInForce": "PostOnly", "orderLinkId": "a"})
+        o = await c.create_order(BTC, "limit", "buy", 0.004, 49990.0, {"timeInForce": "PostOnly",
+                                                                       "orderLinkId": "b"})
+        await asyncio.to_thread(venue.book, {49998.0: 1.0}, {49999.0: 0.5, 50001.0: 1.5})   # "a" fills
+        return str(o["id"])
+
+    async def during(c: Any) -> str:
+        with pytest.raises(ccxt.NetworkError) as err:
+            await c.fetch_open_orders(BTC)
+        return type(err.value).__name__
+
+    async def after(c: Any) -> dict[str, Any]:
+        return {"open": await c.fetch_open_orders(BTC, params={"orderLinkId": "b"}),
+                "trades": await c.fetch_my_trades(BTC), "positions": await c.fetch_positions([BTC])}
+
+    client = venue.client(pro=False)
+    asyncio.run(client.load_markets())
+    markets = client.markets
+    asyncio.run(client.close())
+    oid = drive(venue.client(pro=False), before)
+    port = venue.emu.port
+    venue.run(venue.emu.stop())
+    down = venue.client(pro=False)
+    down.set_markets(markets)               # what a running executor has: markets loaded before the outage
+    assert drive(down, during)
+    venue.run(venue.emu.start("127.0.0.1", port))
+    got = drive(venue.client(pro=False), after)
+    assert [(o["id"], o["clientOrderId"], o["status"]) for o in got["open"]] == [(oid, "b", "open")]
+    [t] = got["trades"]
+    assert (t["info"]["orderLinkId"], t["amount"], t["price"]) == ("a", 0.003, 49999.0)
+    assert got["positions"][0]["contracts"] == 0.003

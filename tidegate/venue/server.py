@@ -74,6 +74,11 @@ class BybitEmulator:
 
     # -- lifecycle -------------------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        """Listen on host:port (0: a free port). After ``stop`` it can start again: the account
+        (orders, executions, position, wallet) survives, as a venue's does across a client's outage."""
+        if self._runner is not None:
+            raise RuntimeError("the emulator is already listening")
+        self.app = self._build_app()   # an aiohttp app cannot be set up twice
         self._runner = web.AppRunner(self.app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
