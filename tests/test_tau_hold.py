@@ -28,8 +28,8 @@ def book(ts: int, seq: int) -> BookMsg:
                    bids=[(BID - 0.1 * i, 50.0) for i in range(10)], asks=[(ASK + 0.1 * i, 50.0) for i in range(10)])
 
 
-def engine() -> ExecutionEngine:
-    cfg = AppConfig.model_validate({"executor": {"warmup_seconds": 0}})
+def engine(*, entries: bool = True) -> ExecutionEngine:
+    cfg = AppConfig.model_validate({"executor": {"warmup_seconds": 0, "hold": {"entries": entries}}})
     ex = load_offline_exchange(REPO / cfg.exchange.markets_file)
     eng = ExecutionEngine(cfg, {SYMBOL: market_rules(ex, SYMBOL)}, started_wall=0.0)
     eng.on_book(book(T0, 1))
@@ -70,6 +70,21 @@ def test_an_entry_rests_while_its_model_holds_and_is_cancelled_when_it_falls_bel
     gone = eng.on_book(book(T0 + 50 * MS, 3))   # the cancel lands after the response latency
     assert ("sig-1-e0", "cancelled") in statuses(gone) and "sig-1-e0" not in eng.live
     assert not eng.on_book(book(T0 + 60 * MS, 4)).orders          # and nothing is re-placed
+
+
+def test_by_default_resting_entries_are_kept_and_only_positions_end_their_hold() -> None:
+    assert AppConfig.model_validate({}).executor.hold.entries is False      # and so is config/app.yml
+    assert AppConfig.model_validate({}).executor.hold.positions is True
+    eng = engine(entries=False)
+    eng.on_hold(mark(T0 + 5 * MS, 0.1, side="sell"))
+    assert [o.status for o in eng.on_approved(signal(9, side="sell"), now_wall=10.0).orders] == ["new"]
+    eng.on_book(book(T0 + 10 * MS, 2))
+    assert not counted(eng.on_hold(mark(T0 + 20 * MS, 0.0, side="sell")), "hold_exit_total")
+    assert "sig-9-e0" in eng.live
+    exit_msg = _filled_long(eng)
+    d = eng.on_hold(mark(T0 + 40 * MS, 0.05))
+    assert counted(d, "hold_exit_total") == [{"route": "paper", "leg": "exit"}]
+    assert eng.live[exit_msg.client_order_id].placed_ns == -1     # its cancel is in flight
 
 
 def test_a_signal_its_model_has_since_scored_below_tau_hold_is_not_entered() -> None:

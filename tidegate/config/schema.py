@@ -152,6 +152,14 @@ class LiquidityBySideConfig(Section):
     levels: int = Field(3, ge=1, le=50, description="book levels summed for the depth")
 
 
+class HoldConfig(Section):
+    positions: bool = Field(True, description="move an open position's exit to the touch once its model scores "
+                                              "the side below tau_hold")
+    entries: bool = Field(False, description="also cancel resting entries (and skip superseded signals) below "
+                                             "tau_hold; off: it halved the demo's trades and cut their win rate "
+                                             "(docs/release-policy.md)")
+
+
 class ExecutorGatesConfig(Section):
     liquidity_by_side: LiquidityBySideConfig = LiquidityBySideConfig()
 
@@ -163,6 +171,7 @@ class ExecutorConfig(Section):
     gates: ExecutorGatesConfig = ExecutorGatesConfig()
     simulator: SimulatorConfig = SimulatorConfig()
     ladder: LadderConfig = LadderConfig()
+    hold: HoldConfig = HoldConfig()
     paper_free_balance_usd: float = Field(10000.0, gt=0, description="free balance of the paper account")
     maintenance_margin_rate: float = Field(0.005, ge=0, lt=1, description="for the liquidation estimate")
     max_signal_age: Duration = Field(5.0, description="approved signals older than this (market time) are dropped")

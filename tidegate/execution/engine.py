@@ -17,17 +17,20 @@ for each approved signal, in this order:
    counted in ``fail_safe_route_total{symbol}`` and the trade is labelled paper;
 5. sizing (``compute_order_qty`` semantics; dropped below exchange minimums),
    the near-liquidation guard and ``liquidity_by_side``;
-6. ``tau_hold``: a signal its own model has since scored below ``tau_hold`` (a newer
-   hold mark of the same side) is not entered (``orders_rejected_total{reason="below_tau_hold"}``);
+6. with ``executor.hold.entries``: a signal its own model has since scored below ``tau_hold``
+   (a newer hold mark of the same side) is not entered (``orders_rejected_total{reason="below_tau_hold"}``);
 7. a post-only entry ladder; each fill gets a reduce-only post-only exit.
    Entries resting longer than ``order_ttl`` are cancelled; exits older than
    ``exit_ttl`` are re-quoted at the touch (still passive).
 
 Hold marks (``on_hold``: each live model's newest score per side, from the scorer) give
-``tau_hold`` its meaning, the hysteresis of an entry: an entry is kept while its model scores
-its side at or above ``tau_hold``. Below it, the resting entry is cancelled and the open
-position's take-profit exit is moved to the touch at once (as an ``exit_ttl`` re-quote
-would, still passive and reduce-only), counted in ``hold_exit_total{route,leg}``.
+``tau_hold`` its meaning, the hysteresis of a trade: a position is kept while its model scores
+its side at or above ``tau_hold``; below it, its take-profit exit is moved to the touch at once
+(as an ``exit_ttl`` re-quote would, still passive and reduce-only), counted in
+``hold_exit_total{route,leg="exit"}``. Resting entries get the same rule only with
+``executor.hold.entries`` (off by default: a later candidate's score is the win probability
+of a *new* order at the back of the queue, not of one resting with queue priority, and
+cancelling on it halved the demo's trades and lowered their win rate, docs/release-policy.md).
 
 All clocks but the warm-up and the fail-safe cooldown (wall clock: they are
 operational timers) are market time, so a replay at any speed trades the same.
@@ -192,7 +195,8 @@ class ExecutionEngine:
         if now - sig.recv_ns > self.cfg.executor.max_signal_age * NS:
             d.count("orders_rejected_total", route=sig.route, reason="stale_signal")
             return d
-        if breaks_hold(self.holds.get((sig.symbol, sig.model_id, sig.side)), sig.ts_ns):
+        if self.cfg.executor.hold.entries and \
+                breaks_hold(self.holds.get((sig.symbol, sig.model_id, sig.side)), sig.ts_ns):
             d.count("orders_rejected_total", route=sig.route, reason="below_tau_hold")
             return d
         route = sig.route
@@ -266,10 +270,13 @@ class ExecutionEngine:
             return d
         book = self.books.get(msg.symbol)
         now = book.recv_ns if book is not None else 0
+        hold = self.cfg.executor.hold
         ended: list[tuple[str, _Live]] = []
         for coid, live in self.live.items():
             m = live.msg
             if m.symbol != msg.symbol or m.venue != "paper" or live.placed_ns < 0:
+                continue
+            if not (hold.entries if live.entry else hold.positions):
                 continue
             if not live.entry and m.signal_id in self.hold_broken:
                 continue          # this position's exit was already moved to the touch
