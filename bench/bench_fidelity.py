@@ -149,7 +149,7 @@ def main() -> None:
         "source": args.capture.name,
         "settings": s.__dict__,
         "orders": len(sched),
-        "events": int(len(events)),
+        "events": len(events),
         "matched": {
             "fill_agreement": m["fill_agreement"], "accept_agreement": m["accept_agreement"],
             "qty_agreement": m["qty_agreement"], "fill_rate_tidegate": m["fill_rate_a"],
