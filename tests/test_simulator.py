@@ -116,8 +116,17 @@ def test_level_shrink_risk_averse_clips_prob_advances_optimistic_has_no_queue():
     pq.submit(OrderRequest("b", "buy", 100.0, 1.0), 1)
     pq.advance(1)
     book(pq, 2, [(100.0, 8.0)], [])                          # 3 joined behind: front 5, back 3
-    book(pq, 3, [(100.0, 6.0)], [])                          # 2 cancelled; share ahead = 3 / (3 + 5)
-    assert pq.queue_ahead("b") == pytest.approx(5.0 - 2.0 * 3.0 / 8.0)
+    book(pq, 3, [(100.0, 6.0)], [])                          # 2 cancelled; share ahead = front 5 / level 8
+    assert pq.queue_ahead("b") == pytest.approx(5.0 - 2.0 * 5.0 / 8.0)
+    p2 = make(ProbQueue(power=2.0))                          # the same with f(x) = x^2: ahead 25 / (25 + 9)
+    p2.submit(OrderRequest("b", "buy", 100.0, 1.0), 1)
+    p2.advance(1)
+    book(p2, 2, [(100.0, 8.0)], [])
+    book(p2, 3, [(100.0, 6.0)], [])
+    assert p2.queue_ahead("b") == pytest.approx(5.0 - 2.0 * 25.0 / 34.0)
+    book(p2, 4, [(100.0, 30.0)], [])                         # 24 join behind us
+    book(p2, 5, [(100.0, 2.0)], [])                          # 28 cancelled, more than the ~26.5 behind us:
+    assert p2.queue_ahead("b") == pytest.approx(2.0)         # the rest came from ahead (the level is left)
 
     op = make(OptimisticQueue())
     op.submit(OrderRequest("b", "buy", 100.0, 1.0), 1)

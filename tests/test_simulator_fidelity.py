@@ -74,19 +74,19 @@ def test_a_different_queue_rule_is_caught(market: tuple[np.ndarray, np.ndarray],
     assert c.fill_rate_a - c.fill_rate_b > 0.2
 
 
-def test_our_prob_queue_is_hftbacktests_power_model_with_the_power_negated(
+def test_our_prob_queue_is_hftbacktests_power_model_with_the_same_power(
         market: tuple[np.ndarray, np.ndarray], schedule: fid.Schedule) -> None:
-    """ProbQueue(n) moves us by f(back)/(f(back)+f(front)) of a cancel; hftbacktest takes that as the share *behind*.
+    """ProbQueue(n) takes f(back)/(f(back)+f(front)) as the share of a cancel *behind* us, as hftbacktest does.
 
-    So ours equals hftbacktest's PowerProbQueueFunc with exponent -n and not +n
-    (docs/simulator-fidelity.md, "prob").
+    So ours equals hftbacktest's PowerProbQueueFunc with exponent +n. The earlier version read the
+    ratio as the share ahead and matched -n instead (docs/simulator-fidelity.md, "prob").
     """
     s = fid.FidelitySettings()
     ours = fid.run_paper(market[0], schedule, s, queue_model="prob")
-    same = fid.compare(ours, fid.run_hftbacktest(market[0], schedule, s, queue_model="power:-2"), s.lot_size)
-    plus = fid.compare(ours, fid.run_hftbacktest(market[0], schedule, s, queue_model="power:2"), s.lot_size)
+    same = fid.compare(ours, fid.run_hftbacktest(market[0], schedule, s, queue_model="power:2"), s.lot_size)
+    swapped = fid.compare(ours, fid.run_hftbacktest(market[0], schedule, s, queue_model="power:-2"), s.lot_size)
     assert same.fill_agreement >= 0.99
-    assert plus.fill_agreement < same.fill_agreement
+    assert swapped.fill_agreement < same.fill_agreement
 
 
 def test_venue_clock_shifts_fill_times_by_the_feed_latency(market: tuple[np.ndarray, np.ndarray],

@@ -87,8 +87,13 @@ class ProbQueue:
             front = pos.ahead
             back = max(0.0, prev_qty - front)
             fb, ff = back ** self.power, front ** self.power
-            share = fb / (fb + ff) if fb + ff > 0 else 0.0
-            pos.ahead = max(0.0, front - cancelled * share)
+            # f(back) / (f(back) + f(front)) is the chance a cancel came from *behind* us: with power 1
+            # and cancels spread evenly, a cancel is ahead with chance front / level. (An earlier version
+            # moved us by the behind-share, fastest when most of the queue was behind: hftbacktest's
+            # power(-n), docs/simulator-fidelity.md.) A cancel larger than the queue behind us, which
+            # hftbacktest moves with an overflow term, is the clip to the new level below.
+            behind = fb / (fb + ff) if fb + ff > 0 else 0.0
+            pos.ahead = max(0.0, front - cancelled * (1.0 - behind))
         pos.ahead = min(pos.ahead, max(0.0, new_qty))
 
 
