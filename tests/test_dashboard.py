@@ -150,7 +150,7 @@ LABEL_VALUES = {"route": "canary", "feature": "obi", "bucket": "high", "split": 
                 "symbol": "BTCUSDT", "model": "m1", "model_id": "m1", "reason": "parity", "from": "canary",
                 "to": "disabled", "service": "executor", "subject": "sig.approved", "kind": "trade",
                 "release": "r1", "stage": "canary", "phase": "Canary", "gate": "winrate", "verdict": "PASS",
-                "field": "tick_size"}
+                "field": "tick_size", "leg": "exit"}
 GAUGE_VALUE = 0.42
 
 
