@@ -52,6 +52,7 @@ from tidegate.execution.sizing import SizingParams, size_order
 from tidegate.execution.venue import MarketRules
 
 NS = 1_000_000_000
+ADOPTED = -2   # placed_ns of an order reconciled from the venue before any book: the TTL starts at the next book
 
 
 def position_side(side: str, reduce_only: bool) -> str:
@@ -91,6 +92,7 @@ class Decision:
     fills: list[FillMsg] = field(default_factory=list)
     counts: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)
+    cancels: list[OrderMsg] = field(default_factory=list)   # real venue only: cancels for the shell to send
 
     def count(self, name: str, **labels: str) -> None:
         self.counts.append((name, labels, 1.0))
@@ -100,6 +102,7 @@ class Decision:
         self.fills += other.fills
         self.counts += other.counts
         self.log += other.log
+        self.cancels += other.cancels
 
 
 class ExecutionEngine:
@@ -118,6 +121,10 @@ class ExecutionEngine:
         self.exit_seq: dict[str, int] = {}
         self.holds: dict[tuple[str, str, str], HoldMark] = {}   # (symbol, model, side) -> newest mark
         self.hold_broken = RecentIds(capacity=50_000)           # signals whose hold ended: act once
+        # real mode: the venue's free balance (USDT available) and positions, as last read from it;
+        # None until read (sizing then falls back to paper_free_balance_usd)
+        self.venue_free_usd: float | None = None
+        self.venue_liq_price: dict[tuple[str, str], float] = {}   # (symbol, "buy"/"sell" side of the position)
         s = cfg.executor.sizing
         self.sizing = SizingParams(s.leverage, s.notional_cap_usd, s.use_all_in, s.min_free_balance_usd,
                                    s.lot_size_rounding)
@@ -213,6 +220,8 @@ class ExecutionEngine:
         best_bid, best_ask = book.bids[0][0], book.asks[0][0]
         entry = best_bid if sig.side == "buy" else best_ask
         free = self.cfg.executor.paper_free_balance_usd
+        if venue == "real" and self.venue_free_usd is not None:
+            free = self.venue_free_usd
         size = size_order(entry, free, rules.lot_step, self.sizing, min_qty=rules.min_qty,
                           min_notional=rules.min_notional)
         if size.dropped:
@@ -222,6 +231,9 @@ class ExecutionEngine:
         if guard.enabled:
             liq = gates.estimate_liq_price(entry, sig.side, self.sizing.leverage,
                                            self.cfg.executor.maintenance_margin_rate)
+            venue_liq = self.venue_liq_price.get((sig.symbol, sig.side)) if venue == "real" else None
+            if venue_liq:   # an open venue position on this side: its own liquidation price, if nearer
+                liq = max(liq, venue_liq) if sig.side == "buy" else min(liq, venue_liq)
             g = gates.near_liq_guard(entry, liq, sig.side, assumed_sl_pct=self.cfg.risk.assumed_sl_pct,
                                      sl_buffer_multiplier=guard.sl_buffer_multiplier)
             if not g.passed:
@@ -274,7 +286,7 @@ class ExecutionEngine:
         ended: list[tuple[str, _Live]] = []
         for coid, live in self.live.items():
             m = live.msg
-            if m.symbol != msg.symbol or m.venue != "paper" or live.placed_ns < 0:
+            if m.symbol != msg.symbol or live.placed_ns < 0:
                 continue
             if not (hold.entries if live.entry else hold.positions):
                 continue
@@ -286,13 +298,80 @@ class ExecutionEngine:
             m = live.msg
             self.hold_broken.add(m.signal_id)
             d.count("hold_exit_total", route=m.route, leg="entry" if live.entry else "exit")
-            self.exchange(m.symbol, m.route, position_side(m.side, m.reduce_only)).cancel(coid, now)
+            if m.venue == "real":
+                d.cancels.append(m)
+            else:
+                self.exchange(m.symbol, m.route, position_side(m.side, m.reduce_only)).cancel(coid, now)
             live.placed_ns = -1   # cancelled: an exit is re-quoted at the touch when the cancel lands
         return d
 
+    # -- the real venue (EXCHANGE_MODE=real) ---------------------------------------------------------
+    def market_now(self, symbol: str) -> int:
+        """Market time of the newest book: venue events are stamped with it, so risk's markouts line up."""
+        book = self.books.get(symbol)
+        return book.recv_ns if book is not None else 0
+
+    def venue_reports(self, symbol: str, reports: list[ExecReport], fill_ids: dict[int, str] | None = None
+                      ) -> Decision:
+        """What the venue said about our real orders (stream or REST catch-up), as on paper: fills place
+        exits, cancelled exits are re-quoted, rejections are counted. Unknown client ids are ignored."""
+        d = Decision()
+        for i, rep in enumerate(reports):
+            live = self.live.get(rep.client_order_id)
+            if live is None or live.msg.venue != "real":
+                continue
+            ids = {0: fill_ids[i]} if fill_ids and i in fill_ids else None
+            self._apply(d, symbol, live.msg.route, [rep], ids)
+        return d
+
+    def is_live(self, client_order_id: str) -> bool:
+        return client_order_id in self.live
+
+    def live_real(self) -> list[OrderMsg]:
+        return [lv.msg for lv in self.live.values() if lv.msg.venue == "real"]
+
+    def live_order(self, client_order_id: str) -> OrderMsg | None:
+        live = self.live.get(client_order_id)
+        return live.msg if live is not None else None
+
+    def filled_qty(self, client_order_id: str) -> float:
+        live = self.live.get(client_order_id)
+        return live.filled_qty if live is not None else 0.0
+
+    def adopt(self, msg: OrderMsg, *, filled_qty: float = 0.0) -> None:
+        """Track an order found open on the venue after a restart (reconciliation by orderLinkId).
+
+        Its signal counts as seen (a redelivered signal places nothing), later exits of the same
+        signal get new ids, and its TTL starts at the next book."""
+        entry = not msg.reduce_only
+        self.live[msg.client_order_id] = _Live(msg, ADOPTED, entry=entry, signal_ts_ns=msg.ts_ns,
+                                               filled_qty=filled_qty)
+        self.seen.add(msg.signal_id)
+        tag = msg.client_order_id.rsplit("-", 1)[-1]
+        if tag.startswith("x") and tag[1:].isdigit():
+            self.exit_seq[msg.signal_id] = max(self.exit_seq.get(msg.signal_id, 0), int(tag[1:]))
+
+    def cover_position(self, symbol: str, route: str, side: str, qty: float, signal_id: str,
+                       model_id: str = "") -> Decision:
+        """A reduce-only exit at the touch for venue position ``qty`` that no resting exit covers
+        (a restart lost the exit that was being placed); ``side`` is the exit's side."""
+        d = Decision()
+        book = self.books.get(symbol)
+        if book is None or not book.bids or not book.asks or qty <= 0:
+            return d
+        now = book.recv_ns
+        parent = OrderMsg(client_order_id=f"{signal_id}-e0", signal_id=signal_id, symbol=symbol,
+                          route=route, venue="real", side=side, price=book.bids[0][0], qty=qty,  # type: ignore[arg-type]
+                          status="new", reduce_only=True, model_id=model_id, ts_ns=now)
+        self.seen.add(signal_id)
+        self._requote_exit(d, parent, qty, now, now)
+        return d
+
     # -- reports ---------------------------------------------------------------------------------
-    def _apply(self, d: Decision, symbol: str, route: str, reports: list[ExecReport]) -> None:
-        for rep in reports:
+    def _apply(self, d: Decision, symbol: str, route: str, reports: list[ExecReport],
+               fill_ids: dict[int, str] | None = None) -> None:
+        """Reports (paper exchange or venue) into events; ``fill_ids``: report index -> the venue's execution id."""
+        for i, rep in enumerate(reports):
             live = self.live.get(rep.client_order_id)
             if live is None:
                 continue
@@ -312,9 +391,11 @@ class ExecutionEngine:
             elif rep.kind == "fill":
                 live.fills += 1
                 live.filled_qty += rep.qty
+                exec_id = (fill_ids or {}).get(i)
                 d.fills.append(FillMsg(
-                    fill_id=f"{rep.client_order_id}-f{live.fills}", client_order_id=rep.client_order_id,
-                    signal_id=base.signal_id, symbol=symbol, route=base.route, venue="paper", side=base.side,
+                    fill_id=f"{rep.client_order_id}-{exec_id}" if exec_id else f"{rep.client_order_id}-f{live.fills}",
+                    client_order_id=rep.client_order_id,
+                    signal_id=base.signal_id, symbol=symbol, route=base.route, venue=base.venue, side=base.side,
                     price=rep.price, qty=rep.qty, fee=rep.fee, fee_rate=rep.fee_rate,
                     liquidity=rep.liquidity or "maker", reduce_only=base.reduce_only, model_id=base.model_id,
                     score=base.score, ts_ns=rep.ts_ns))
@@ -365,9 +446,16 @@ class ExecutionEngine:
         lc = self.cfg.executor.ladder
         for coid, live in list(self.live.items()):
             m = live.msg
-            if m.symbol != symbol or m.venue != "paper" or live.placed_ns < 0:
+            if m.symbol != symbol:
+                continue
+            if live.placed_ns == ADOPTED:    # reconciled after a restart: its TTL runs from now
+                live.placed_ns = now
+            if live.placed_ns < 0:
                 continue
             ttl = lc.order_ttl if live.entry else lc.exit_ttl
             if now - live.placed_ns > ttl * NS:
-                self.exchange(symbol, m.route, position_side(m.side, m.reduce_only)).cancel(coid, now)
+                if m.venue == "real":
+                    d.cancels.append(m)
+                else:
+                    self.exchange(symbol, m.route, position_side(m.side, m.reduce_only)).cancel(coid, now)
                 live.placed_ns = -1  # cancel in flight; do not send it twice

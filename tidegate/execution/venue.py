@@ -207,3 +207,43 @@ class CcxtVenue:
 
     def cancel(self, rules: MarketRules, client_order_id: str) -> None:
         self.ex.cancel_order(None, rules.ccxt_symbol, {"orderLinkId": client_order_id})
+
+
+def venue_urls_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
+    """(REST base, WebSocket base) from ``EXCHANGE_REST_URL``/``EXCHANGE_WS_URL``; None: ccxt's own.
+
+    Both or neither: pointing REST at one venue and the private stream at another would make
+    the executor trade on one account and listen to another."""
+    env = os.environ if env is None else env
+    rest, ws = env.get("EXCHANGE_REST_URL", ""), env.get("EXCHANGE_WS_URL", "")
+    if bool(rest) != bool(ws):
+        raise VenueError("EXCHANGE_REST_URL and EXCHANGE_WS_URL must be set together (or neither)")
+    return (rest, ws) if rest else None
+
+
+def check_venue(venue: str) -> None:
+    """Only bybit_v5 has an adapter; anything else is refused naming the key (exchange.venue)."""
+    if venue != "bybit_v5":
+        raise VenueError(f"exchange.venue: {venue!r} is not supported (only 'bybit_v5')")
+
+
+def live_client(markets_file: Path, credentials: Mapping[str, str], *,
+                urls: tuple[str, str] | None = None) -> Any:
+    """An async ``ccxt.pro.bybit`` (REST and the private stream) with the offline markets set.
+
+    The markets are the same parsed file paper mode uses, so sizing and precision agree between
+    paper and real; ``urls`` (from ``venue_urls_from_env``) re-points every REST and WebSocket
+    entry, the one knob ccxt has for a venue's address (testnet, demo, the emulator)."""
+    import ccxt.pro as ccxt_pro
+
+    from tidegate.venue.client import emulator_urls
+
+    path = Path(markets_file)
+    if not path.is_file():
+        raise VenueError(f"markets file {path} is missing (build it with build_markets_file)")
+    ex = ccxt_pro.bybit({**credentials, "options": {"fetchMarkets": {"types": ["linear"]}, "defaultType": "swap"},
+                         "enableRateLimit": True})
+    if urls is not None:
+        ex.urls["api"] = emulator_urls(*urls)
+    ex.set_markets(json.loads(path.read_text()))
+    return ex

@@ -11,8 +11,11 @@ milliseconds without a restart.
 
 Real mode (``EXCHANGE_MODE=real``) needs ``BYBIT_API_KEY``/``BYBIT_API_SECRET``;
 without them the service refuses to start. Canary/full orders then go to the
-venue through ccxt; everything else, and everything during a fail-safe, stays
-on the simulator.
+venue through async ccxt (``ccxt.pro.bybit``, at ``EXCHANGE_REST_URL``/``EXCHANGE_WS_URL``
+when set), with the same lifecycle as paper: TTL cancels, reduce-only exits on
+fills, exit re-quotes, ``tau_hold`` exits; the venue's stream and REST catch-up
+feed fills and order updates back (tidegate.services.executor_venue). Everything
+else, and everything during a fail-safe, stays on the simulator.
 """
 
 from __future__ import annotations
@@ -26,12 +29,16 @@ from tidegate.bus.control import ControlEvent
 from tidegate.bus.messages import ApprovedMsg, BookMsg, HoldMsg, TradeMsg
 from tidegate.execution.engine import Decision, ExecutionEngine
 from tidegate.execution.venue import (
-    CcxtVenue,
+    VenueError,
+    check_venue,
+    live_client,
     load_offline_exchange,
     market_rules,
     real_credentials,
+    venue_urls_from_env,
 )
 from tidegate.rollout import config_policy, open_view, route
+from tidegate.services.executor_venue import VenueLink
 from tidegate.services.runtime import ServiceContext, run_service
 
 NAME = "executor"
@@ -54,10 +61,10 @@ async def _publish(ctx: ServiceContext, d: Decision) -> None:
 async def serve(ctx: ServiceContext) -> None:
     cfg = ctx.cfg
     real = cfg.exchange.mode == "real"
+    check_venue(cfg.exchange.venue)
     creds = real_credentials() if real else None
-    ex = load_offline_exchange(ctx.resolve(cfg.exchange.markets_file), credentials=creds)
+    ex = load_offline_exchange(ctx.resolve(cfg.exchange.markets_file))
     rules = {s: market_rules(ex, s) for s in cfg.symbols}
-    venue = CcxtVenue(ex) if real else None
     bus = await ctx.connect()
     view = await open_view(bus.nc, cfg.nats.kv_bucket, policy=config_policy(cfg.rollout),
                            on_change=lambda old, new: ctx.log.info(
@@ -72,30 +79,43 @@ async def serve(ctx: ServiceContext) -> None:
     # Without this lock a fill decided on a book update could reach the ORDERS/FILLS streams
     # before the "new" order it fills, so every decide-and-publish holds it.
     lock = asyncio.Lock()
+    link: VenueLink | None = None
+    if real:
+        assert creds is not None
+        link = VenueLink(ctx, engine, live_client(ctx.resolve(cfg.exchange.markets_file), creds,
+                                                  urls=venue_urls_from_env()),
+                         rules, lock, lambda d: _publish(ctx, d), lambda sid: route(view.state, sid))
+        try:
+            await link.check_keys()
+        except VenueError as exc:     # one clear line (redacted), no traceback; nothing was placed
+            ctx.log.error("%s", exc)
+            await link.close()
+            raise SystemExit(2) from None
+
+    async def handle(d: Decision) -> None:
+        """Publish a decision; in real mode also carry out its venue orders and cancels."""
+        if link is not None:
+            await link.execute(d)
+        else:
+            await _publish(ctx, d)
 
     async def on_book(msg: BookMsg) -> None:
         async with lock:
-            await _publish(ctx, engine.on_book(msg))
+            await handle(engine.on_book(msg))
 
     async def on_trade(msg: TradeMsg) -> None:
         async with lock:
-            await _publish(ctx, engine.on_trade(msg))
+            await handle(engine.on_trade(msg))
 
     async def on_approved(batch: Sequence[ApprovedMsg]) -> None:
         now = time.monotonic()
         for sig in batch:
             async with lock:
-                d = engine.on_approved(sig, now)
-                if venue is not None:
-                    for o in [o for o in d.orders if o.venue == "real"]:
-                        await asyncio.to_thread(venue.place, rules[o.symbol], o.side, o.qty, o.price,
-                                                client_order_id=o.client_order_id, post_only=o.post_only,
-                                                reduce_only=o.reduce_only)
-                await _publish(ctx, d)
+                await handle(engine.on_approved(sig, now))
 
     async def on_hold(msg: HoldMsg) -> None:
         async with lock:
-            await _publish(ctx, engine.on_hold(msg))
+            await handle(engine.on_hold(msg))
 
     async def on_control(batch: Sequence[ControlEvent]) -> None:
         for ev in batch:
@@ -103,7 +123,7 @@ async def serve(ctx: ServiceContext) -> None:
                 ctx.log.warning("control: CRIT %s%s (%s)", ev.reason, f": {ev.detail}" if ev.detail else "",
                                 ev.event_id or "no id")
                 async with lock:
-                    await _publish(ctx, engine.trip_fail_safe(ev.reason, time.monotonic()))
+                    await handle(engine.trip_fail_safe(ev.reason, time.monotonic()))
             elif ev.kind == "MODE_SWITCH":
                 ctx.log.info("control: MODE_SWITCH %s -> %s (%s)", ev.from_mode, ev.to_mode, ev.reason)
 
@@ -111,6 +131,14 @@ async def serve(ctx: ServiceContext) -> None:
         await subscribe(bus, ctx.subjects.book(symbol), BookMsg, on_book, ctx.counters)
         await subscribe(bus, ctx.subjects.trade(symbol), TradeMsg, on_trade, ctx.counters)
         await subscribe(bus, ctx.subjects.hold(symbol), HoldMsg, on_hold, ctx.counters)
+    if link is not None:
+        # restart reconciliation needs the touch (a position's exit is quoted there): first books
+        deadline = time.monotonic() + 15.0
+        while any(s not in engine.books for s in cfg.symbols) and time.monotonic() < deadline \
+                and not ctx.stop.is_set():
+            await asyncio.sleep(0.05)
+        await link.reconcile()
+        link.start()
     approved = DurableConsumer(bus, stream=ctx.subjects.stream("SIGNALS"), durable="executor",
                                subject=ctx.subjects.approved("*"), schema=ApprovedMsg, handler=on_approved,
                                counters=ctx.counters, batch=64)
@@ -122,6 +150,8 @@ async def serve(ctx: ServiceContext) -> None:
     ctx.log.info("ready: %d symbol(s), %s mode", len(cfg.symbols), cfg.exchange.mode)
     await ctx.stop.wait()
     await asyncio.gather(*tasks, return_exceptions=True)
+    if link is not None:
+        await link.close()
     await view.stop()
 
 
