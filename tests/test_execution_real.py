@@ -193,3 +193,44 @@ def test_engine_adopts_venue_orders_after_a_restart() -> None:
     assert [o.client_order_id for o in rq.orders if o.status == "new"] == ["BTCUSDT-5-b-x4"]
     cover = fresh.cover_position("BTCUSDT", "canary", "buy", 0.02, "BTCUSDT-9-rc")
     assert [(o.side, o.qty, o.reduce_only, o.price) for o in cover.orders] == [("buy", 0.02, True, 59999.9)]
+
+
+# -- the rate limit, against the emulator ----------------------------------------------------------------------
+def test_rate_limited_creates_back_off_and_all_land_on_the_emulator() -> None:
+    """``VenueLink.call`` with real ccxt against the emulator's 10006: every create lands, none twice."""
+    import asyncio
+    import logging
+
+    from tidegate.execution.venue import MARKETS_FILE, live_client
+    from tidegate.services.executor_venue import VenueLink
+    from tidegate.services.runtime import build_context
+    from tidegate.venue import BybitAccount, BybitEmulator, load_instruments
+
+    async def body() -> tuple[int, int, int, int]:
+        emu = BybitEmulator(BybitAccount(load_instruments()), keys={"k-rl": "s-rl"},
+                            rate_limits={"/v5/order/create": 3})
+        await emu.start("127.0.0.1", 0)
+        await emu.feed_book(_book(1_000_000_000))
+        cfg = AppConfig.model_validate({"exchange": {"mode": "real"}})
+        ctx = build_context("executor", cfg, MARKETS_FILE, logging.getLogger("test.rate_limit"))
+        engine = _engine()
+        ex = live_client(MARKETS_FILE, {"apiKey": "k-rl", "secret": "s-rl"}, urls=(emu.rest_url, emu.ws_url))
+        published: list[Any] = []
+
+        async def publish(d: Any) -> None:
+            published.append(d)
+
+        link = VenueLink(ctx, engine, ex, engine.rules, asyncio.Lock(), publish, lambda sid: "canary")
+        try:
+            for i in range(8):
+                await link.call(ex.create_order, BTC, "limit", "buy", 0.001, 59000.0,
+                                {"timeInForce": "PostOnly", "orderLinkId": f"rl-{i}"})
+        finally:
+            await link.close()
+            await emu.stop()
+        return link.rate_limited, emu.refused.get(10006, 0), len(emu.account.orders), \
+            len({o.link_id for o in emu.account.orders.values()})
+
+    backoffs, refused, orders, distinct = asyncio.run(body())
+    assert orders == distinct == 8
+    assert backoffs >= 1 and refused == backoffs

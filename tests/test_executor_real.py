@@ -246,6 +246,9 @@ def test_canary_trades_on_the_emulator_survives_a_restart_and_keeps_keys_out_of_
             time.sleep(0.02)
         w.paused = True
         svc.procs["executor"].kill()
+        signals_at_kill = len(w.signals)
+        kill_ns = w.last_book.recv_ns if w.last_book else 0     # market time (paused) at the kill
+        links_at_kill = w.on_loop(lambda: {o.link_id for o in acct.orders.values()})
         svc.procs["executor"].wait(5)
         phase1.result(30)
         placed_before = w.on_loop(lambda: len(w.emu.account.orders))
@@ -253,14 +256,22 @@ def test_canary_trades_on_the_emulator_survives_a_restart_and_keeps_keys_out_of_
 
         # phase 2: restart, a replayed signal that was placed before, and more signals
         svc.start("executor", ports["executor"], env=real_env(w), key="executor2")
-        time.sleep(3.0)
+        svc.wait_healthy(["executor2"], timeout=30)       # reconciled (with the market still paused)
         w.paused = False
-        svc.wait_healthy(["executor2"], timeout=30)
-        # the newest canary signal already on the venue, delivered again: never placed twice
-        placed_links = w.on_loop(lambda: {o.link_id for o in w.emu.account.orders.values()})
-        replayed = next(s for s in reversed(w.signals) if s.route == "canary" and f"{s.signal_id}-e0" in placed_links)
+        time.sleep(0.5)                                   # books reach the new executor again
+        # the newest canary signal placed by the killed process, delivered again: never placed twice
+        replayed = next(s for s in reversed(w.signals[:signals_at_kill])
+                        if s.route == "canary" and f"{s.signal_id}-e0" in links_at_kill)
         w.republish(replayed)
-        w.start_signals(delay=0.0, seconds=10.0).result(30)
+        phase2 = w.start_signals(delay=0.0, seconds=10.0)
+        # the venue goes away for 3 s (same port, state kept; the market still trades on it)
+        time.sleep(3.0)
+        outage_from = len(w.signals)
+        w.run(w.emu.stop())
+        time.sleep(3.0)
+        outage_signals = {s.signal_id for s in w.signals[outage_from:] if s.route == "canary"}
+        w.run(w.emu.start("127.0.0.1", w.emu.port))
+        phase2.result(30)
         market.result(60)                                 # the market runs on ~20 s: TTLs, exits
         time.sleep(2.5)                                   # stream and REST catch-up settle
         assert svc.alive("executor2"), svc.log("executor2")[-3000:]
@@ -291,7 +302,12 @@ def test_canary_trades_on_the_emulator_survives_a_restart_and_keeps_keys_out_of_
         refused = {o.client_order_id for o in stream_orders
                    if o.venue == "real" and o.status == "rejected" and o.reason.startswith("venue_")}
         announced = {c for c in real_new if "-rc-" not in c} - refused
-        assert announced == {c for c in orders if "-rc-" not in c}, (len(announced), len(orders))
+        on_venue = {c for c in orders if "-rc-" not in c}
+        assert on_venue <= announced, on_venue - announced
+        # ...and reached it, but for at most one order the killed process announced and had not sent yet
+        # (its position, if its entry filled, is covered at the restart)
+        lost = announced - on_venue
+        assert len(lost) <= 1 and all(o.ts_ns <= kill_ns for o in stream_orders if o.client_order_id in lost), lost
         assert f"{replayed.signal_id}-e0" in orders
         # fills: the emulator's executions, one for one
         fill_ids = [f.fill_id for f in real_fills]
@@ -305,17 +321,25 @@ def test_canary_trades_on_the_emulator_survives_a_restart_and_keeps_keys_out_of_
         assert exits and any(cum > 0 for _ro, _st, cum, *_ in exits), "no exit filled on the venue"
         # restart: orders resting at the kill adopted; at the end no entry rests, the position is covered
         log2 = svc.log("executor2")
-        # the restart reconciles once the market (and with it the executor's first book) resumes, so
-        # an order resting at the kill may fill just before: adopted is between 1 and what rested
         adopted = int(re.search(r"reconciled: adopted=(\d+),", log2).group(1))  # type: ignore[union-attr]
-        assert 1 <= adopted <= len(open_at_kill), (adopted, open_at_kill, log2[-3000:])
+        assert adopted == len(open_at_kill) >= 1, (adopted, open_at_kill, log2[-3000:])
         replayed_coid = f"{replayed.signal_id}-e0"
-        assert replayed_coid in open_at_kill or f"{replayed_coid} already placed (110072)" in log2
+        # skipped when an order of its signal (entry or exit) was adopted, else refused as a duplicate
+        adopted_signals = {c.rsplit("-", 1)[0] for c in open_at_kill}
+        assert replayed.signal_id in adopted_signals or f"{replayed_coid} already placed (110072)" in log2
         resting = [v for v in orders.values() if v[1] in ("New", "PartiallyFilled")]
         assert not [v for v in resting if not v[0]], f"entries still resting: {resting}"
         if abs(position) > 1e-12:
             cover = sum(q - cum for ro, _st, cum, q, _ in resting if ro)
             assert cover + 1e-9 >= abs(position), (position, resting)
+        # the outage: fail-safe to paper (canary-hashed signals of the outage traded on paper), then back;
+        # no execution of the outage is missing (the fills = executions equality above covers it)
+        assert "venue unreachable" in log2 and "fail-safe" in log2 and "venue reachable again" in log2
+        assert outage_signals
+        failsafe_paper = {o.signal_id for o in stream_orders if o.venue == "paper" and o.signal_id in outage_signals}
+        assert failsafe_paper, "no canary signal of the outage went to paper"
+        assert not any(o.venue == "real" and o.status == "new" and o.signal_id in outage_signals
+                       for o in stream_orders if o.signal_id in failsafe_paper)
         # risk counted the venue's fills: canary orders with fills = the emulator's finished filled orders
         done_filled = sum(1 for c, (ro, st, cum, *_r) in orders.items()
                           if cum > 0 and st in ("Filled", "Cancelled", "PartiallyFilledCanceled"))
@@ -324,7 +348,7 @@ def test_canary_trades_on_the_emulator_survives_a_restart_and_keeps_keys_out_of_
             'orders_filled_total{route="canary"}'), done_filled)
         print(f"\nemulator: orders={len(orders)} executions={len(execs)} open_at_kill={len(open_at_kill)} "
               f"placed_before_kill={placed_before} adopted={adopted} position={position}; "
-              f"stream: real fills={len(real_fills)} "
+              f"stream: real fills={len(real_fills)} fail-safe paper signals={len(failsafe_paper)} "
               f"paper orders={len(paper_new)}; risk canary filled orders={done_filled}")
     finally:
         svc.stop_all()

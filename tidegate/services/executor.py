@@ -132,8 +132,9 @@ async def serve(ctx: ServiceContext) -> None:
         await subscribe(bus, ctx.subjects.trade(symbol), TradeMsg, on_trade, ctx.counters)
         await subscribe(bus, ctx.subjects.hold(symbol), HoldMsg, on_hold, ctx.counters)
     if link is not None:
-        # restart reconciliation needs the touch (a position's exit is quoted there): first books
-        deadline = time.monotonic() + 15.0
+        # restart reconciliation wants the touch (a position's exit is quoted there, events are stamped
+        # with market time): wait briefly for first books; without them the poll covers the position later
+        deadline = time.monotonic() + 2.0
         while any(s not in engine.books for s in cfg.symbols) and time.monotonic() < deadline \
                 and not ctx.stop.is_set():
             await asyncio.sleep(0.05)

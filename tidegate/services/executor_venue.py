@@ -76,6 +76,7 @@ class VenueLink:
         self.down = False
         self.rate_limited = 0
         self.gaps: dict[str, tuple[str, float]] = {}
+        self.recancel: dict[str, OrderMsg] = {}  # cancels lost with the venue (TTL / tau_hold already fired)
         self.tasks: list[asyncio.Task[None]] = []
 
     # -- helpers -----------------------------------------------------------------------------------
@@ -110,6 +111,11 @@ class VenueLink:
         self.down = False
         self._say("info", "venue reachable again; catching up over REST")
         await self.catch_up()
+        pending, self.recancel = self.recancel, {}
+        async with self.lock:
+            for coid, o in pending.items():
+                if self.engine.is_live(coid):
+                    await self.cancel(o)
 
     # -- start -------------------------------------------------------------------------------------
     async def check_keys(self) -> None:
@@ -277,6 +283,7 @@ class VenueLink:
         except Exception as exc:
             kind = classify_error(exc)
             if kind == "network":
+                self.recancel[o.client_order_id] = o     # sent again once the venue answers
                 await self.venue_lost(exc)
             elif kind != "not_found":    # not found: it finished meanwhile; the stream says how
                 self._say("warning", f"cancel {o.client_order_id} failed ({kind}: {exc})")
@@ -388,7 +395,8 @@ class VenueLink:
             for sym, (side, qty) in gaps.items():
                 if self.gaps.get(sym) == (side, qty):
                     self._say("info", f"{sym} position {qty:g} not covered by a resting exit; exit at the touch")
-                    await self.execute(self.engine.cover_position(sym, self._route(""), side, qty,
+                    route = "full" if any(o.route == "full" for o in self.engine.live_real()) else "canary"
+                    await self.execute(self.engine.cover_position(sym, route, side, qty,
                                                                   f"{sym}-{time.time_ns()}-rc"))
                     gaps.pop(sym)
                     break
@@ -417,6 +425,10 @@ class VenueLink:
         while not self.ctx.stop.is_set():
             try:
                 items = await fn()
+                failures = 0
+                if self.down:
+                    await self.recovered()
+                await handler(items)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -426,8 +438,3 @@ class VenueLink:
                     self._say("warning", f"{name} stream failed ({type(exc).__name__}: {exc})")
                 await asyncio.sleep(backoff_s(failures, base=0.25, cap=3.0))
                 failures += 1
-                continue
-            failures = 0
-            if self.down:
-                await self.recovered()
-            await handler(items)
