@@ -346,7 +346,10 @@ def test_canary_trades_on_the_emulator_survives_a_restart_and_keeps_keys_out_of_
         m = metrics(ports["risk"])
         assert m.get('orders_filled_total{route="canary"}') == done_filled, (m.get(
             'orders_filled_total{route="canary"}'), done_filled)
-        print(f"\nemulator: orders={len(orders)} executions={len(execs)} open_at_kill={len(open_at_kill)} "
+        # ...and the release's canary win-rate gate has samples from the venue's trades
+        assert (m.get("sample_canary") or 0) >= 1, {k: v for k, v in m.items() if "sample" in k}
+        print(f"\nsample_canary={m.get('sample_canary')} emulator: orders={len(orders)} executions={len(execs)} "
+              f"open_at_kill={len(open_at_kill)} "
               f"placed_before_kill={placed_before} adopted={adopted} position={position}; "
               f"stream: real fills={len(real_fills)} fail-safe paper signals={len(failsafe_paper)} "
               f"paper orders={len(paper_new)}; risk canary filled orders={done_filled}")
