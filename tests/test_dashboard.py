@@ -245,4 +245,6 @@ def test_every_panel_query_returns_data_from_live_prometheus(prometheus):
     assert value('model_score_distribution{split="online", stat="std"}') == pytest.approx(GAUGE_VALUE)
     ladder = results["sum by (bucket) (rate(exec_ladder_aggressiveness_total[5m]))"]
     assert ladder[0]["metric"] == {"bucket": "high"} and float(ladder[0]["value"][1]) > 0
-    assert value("increase(onnx_parity_fail_total[5m])") > 0
+    # the session's Prometheus may still hold a flat series of this counter from an earlier test's
+    # exporter (increase 0); ours is the one that grew
+    assert max(float(r["value"][1]) for r in results["increase(onnx_parity_fail_total[5m])"]) > 0
