@@ -343,7 +343,12 @@ def test_canary_trades_on_the_emulator_survives_a_restart_and_keeps_keys_out_of_
         # risk counted the venue's fills: canary orders with fills = the emulator's finished filled orders
         done_filled = sum(1 for c, (ro, st, cum, *_r) in orders.items()
                           if cum > 0 and st in ("Filled", "Cancelled", "PartiallyFilledCanceled"))
+        # risk reads the ORDERS stream asynchronously: poll until it has caught up with the last end event
+        deadline = time.monotonic() + 30
         m = metrics(ports["risk"])
+        while m.get('orders_filled_total{route="canary"}') != done_filled and time.monotonic() < deadline:
+            time.sleep(0.2)
+            m = metrics(ports["risk"])
         assert m.get('orders_filled_total{route="canary"}') == done_filled, (m.get(
             'orders_filled_total{route="canary"}'), done_filled)
         # ...and the release's canary win-rate gate has samples from the venue's trades
