@@ -18,13 +18,12 @@ BIN="$CACHE/bin"
 export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
 mkdir -p "$ASSETS" "$BIN"
 
-need_k8s=0
-for b in kube-apiserver kubectl; do [ -x "$ASSETS/$b" ] || need_k8s=1; done
-if [ "$need_k8s" = 1 ]; then
-  echo "[k8s] building kube-apiserver + kubectl $K8S_VERSION into $ASSETS (cold: ~15-25 min on 2 cores)"
+# build_k8s BIN...: the named k8s.io/kubernetes/cmd/* binaries, through the wrapper module.
+build_k8s() {
   minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
   stg="v0.${K8S_VERSION#v1.}"
   w="$(mktemp -d)"; trap 'rm -rf "$w"' EXIT
+  pkgs=(); for b in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/$b"); done
   ( cd "$w"
     go mod init local/k8sbins >/dev/null 2>&1
     up="$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" \
@@ -38,12 +37,21 @@ if [ "$need_k8s" = 1 ]; then
     ldf="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION \
          -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor \
          -X k8s.io/component-base/version.gitTreeState=clean"
-    go build -trimpath -ldflags "$ldf" -o "$ASSETS/" \
-         k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kubectl )
+    go build -trimpath -ldflags "$ldf" -o "$ASSETS/" "${pkgs[@]}" )
   rm -rf "$w"; trap - EXIT
-else
-  echo "[k8s] kube-apiserver + kubectl $K8S_VERSION present, skipped"
-fi
+}
+
+# The control plane for the operator tests, then the node for the cluster tier
+# (kubelet, scheduler, controller-manager: real pods, see docs/cluster-tests.md).
+for group in "kube-apiserver kubectl" "kubelet kube-scheduler kube-controller-manager"; do
+  missing=(); for b in $group; do [ -x "$ASSETS/$b" ] || missing+=("$b"); done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "[k8s] building ${missing[*]} $K8S_VERSION into $ASSETS (cold: ~15-25 min on 2 cores, warm: ~2 min)"
+    build_k8s "${missing[@]}"
+  else
+    echo "[k8s] $group $K8S_VERSION present, skipped"
+  fi
+done
 
 if [ ! -x "$ASSETS/etcd" ]; then
   echo "[etcd] building etcd $ETCD_VERSION into $ASSETS"

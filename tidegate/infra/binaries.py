@@ -60,9 +60,12 @@ _PROVIDERS = {
     "etcd": "`make setup` (scripts/setup/build-k8s-bins.sh)",
     "kubectl": "`make setup` (scripts/setup/build-k8s-bins.sh)",
     "helm": "`make setup` (scripts/setup/build-k8s-bins.sh)",
+    "kubelet": "`make setup` (scripts/setup/build-k8s-bins.sh)",
+    "kube-scheduler": "`make setup` (scripts/setup/build-k8s-bins.sh)",
+    "kube-controller-manager": "`make setup` (scripts/setup/build-k8s-bins.sh)",
     "chromium": "`make setup` (apt package chromium; headless check of the release report)",
 }
-_KUBE_ASSETS = {"kube-apiserver", "etcd", "kubectl"}
+_KUBE_ASSETS = {"kube-apiserver", "etcd", "kubectl", "kubelet", "kube-scheduler", "kube-controller-manager"}
 
 
 def find(name: str) -> Path | Missing:
