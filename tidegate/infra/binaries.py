@@ -64,6 +64,10 @@ _PROVIDERS = {
     "kube-scheduler": "`make setup` (scripts/setup/build-k8s-bins.sh)",
     "kube-controller-manager": "`make setup` (scripts/setup/build-k8s-bins.sh)",
     "chromium": "`make setup` (apt package chromium; headless check of the release report)",
+    "containerd": "`make setup` (apt package containerd; the cluster tier's node)",
+    "ctr": "`make setup` (apt package containerd; imports the image tars)",
+    "runc": "`make setup` (apt package runc; containerd's OCI runtime)",
+    "tidegate-pause": "`make setup` (scripts/setup/build-images.sh: the pod sandbox binary from scripts/setup/pause)",
 }
 _KUBE_ASSETS = {"kube-apiserver", "etcd", "kubectl", "kubelet", "kube-scheduler", "kube-controller-manager"}
 
