@@ -82,3 +82,33 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         os.environ.pop("KUBECONFIG", None)
     else:
         os.environ["KUBECONFIG"] = old
+
+
+@pytest.fixture(scope="session")
+def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real single-node cluster in a loopback-only network namespace (tests/cluster_harness.py).
+
+    Started once for the tier; its teardown fails the run if a process, mount, cgroup or the
+    namespace outlives it, or if the host's interfaces changed."""
+    import subprocess
+
+    for name in ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd", "kubectl",
+                 "helm", "containerd", "ctr", "runc", "containerd-shim-runc-v2", "nats-server", "prometheus"):
+        need_binary(name)
+    if os.geteuid() != 0:
+        pytest.fail("the cluster tier runs kubelet and containerd, which need root", pytrace=False) if IN_CI \
+            else pytest.skip("the cluster tier needs root (kubelet, containerd)")
+    from cluster_harness import start_cluster, stop_cluster
+
+    from tidegate.config import load_config
+
+    before = subprocess.run(["ip", "-brief", "addr"], capture_output=True, text=True, check=True).stdout
+    capture = (REPO / load_config(REPO / "config" / "app.yml").data.capture_dir).resolve()
+    cluster = start_cluster(tmp_path_factory.mktemp("cluster"), capture)
+    try:
+        yield cluster
+    finally:
+        left = stop_cluster(cluster)
+        after = subprocess.run(["ip", "-brief", "addr"], capture_output=True, text=True, check=True).stdout
+        assert not left, f"the cluster tier left {left}"
+        assert after == before, f"host interfaces changed:\nbefore\n{before}\nafter\n{after}"

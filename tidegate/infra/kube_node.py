@@ -296,7 +296,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             "--bind-address=127.0.0.1", "--leader-elect=false",
             f"--service-account-private-key-file={self.pki / 'sa.key'}",
             f"--root-ca-file={self.pki / 'ca.crt'}", "--use-service-account-credentials=false",
-            "--controllers=*,-nodeipam,-nodelifecycle,-service,-route,-cloud-node-lifecycle,-persistentvolume-binder",
+            "--controllers=*,-nodeipam,-service,-route,-cloud-node-lifecycle,-persistentvolume-binder",
             "--concurrent-deployment-syncs=5", "--v=1",
         ], logs / "kube-controller-manager.log").start()
 

@@ -31,7 +31,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if .Values.modelRegistry.existingClaim }}
   persistentVolumeClaim:
     claimName: {{ .Values.modelRegistry.existingClaim }}
+{{- else if .Values.modelRegistry.hostPath }}
+  hostPath: {path: {{ .Values.modelRegistry.hostPath | quote }}, type: Directory}
 {{- else }}
   emptyDir: {}
 {{- end }}
+{{- end -}}
+
+{{/* Pod-level networking: no service links ever (the pods address peers by config); hostNetwork
+     for a node without a network plugin (the single-node test tier, values-node-test.yaml). */}}
+{{- define "tidegate.podNetwork" -}}
+enableServiceLinks: false
+terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+{{- if .Values.hostNetwork }}
+hostNetwork: true
+dnsPolicy: ClusterFirstWithHostNet
+{{- end }}
+{{- end -}}
+
+{{/* With hostNetwork a replacement pod needs the old one's ports: it cannot surge beside it on
+     the same node, so roll by replacing (a default surge would wait forever for the ports). */}}
+{{- define "tidegate.strategy" -}}
+{{- if .Values.hostNetwork -}}
+strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}
+{{- end -}}
 {{- end -}}
