@@ -128,6 +128,19 @@ def test_gate_verdicts(gate: str, samples: dict[str, Sample], verdict: Verdict, 
     assert v.gate == gate and v.query
 
 
+def test_parity_window_never_reaches_back_before_the_attempt_started() -> None:
+    """An earlier attempt's broken model left failures on the unlabelled counter; they are not this one's."""
+    from tidegate.release.gates import GateContext
+
+    def q(attempt: float | None) -> str:
+        return gate_queries("parity", LIMITS, GateContext(attempt_s=attempt))[0].promql
+
+    assert q(None) == "sum(increase(onnx_parity_fail_total[10m]))"
+    assert q(12.3) == "sum(increase(onnx_parity_fail_total[13s]))"
+    assert q(0.0) == "sum(increase(onnx_parity_fail_total[1s]))"
+    assert q(3600.0) == "sum(increase(onnx_parity_fail_total[10m]))"
+
+
 def test_queries_use_the_release_windows_and_labels() -> None:
     assert gate_queries("parity", LIMITS)[0].promql == "sum(increase(onnx_parity_fail_total[10m]))"
     assert gate_queries("psi", LIMITS)[0].promql == "max(max_over_time(psi_feature[30m]))"

@@ -52,6 +52,7 @@ class GateContext:
     candidate: str | None = None
     active: str | None = None
     since_s: float | None = None   # seconds since the attempt's canary stage began (None: winrate_window)
+    attempt_s: float | None = None  # seconds since the attempt started (None: the gates' own windows)
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,13 @@ def gate_queries(gate: str, limits: Limits, ctx: GateContext | None = None) -> t
     if gate == "winrate":
         return winrate_queries(limits, ctx)
     if gate == "parity":
-        w = format_duration(limits.parity_window)
+        # The counter has no model label: a failure from the model of an earlier attempt (a
+        # rolled-back broken candidate) must not fail this one, so the window never reaches
+        # back past this attempt's start (the cluster tier's next release failed on it).
+        window = limits.parity_window
+        if ctx is not None and ctx.attempt_s is not None:
+            window = min(window, max(1.0, math.ceil(ctx.attempt_s)))
+        w = format_duration(window)
         sel = s("onnx_parity_fail_total")
         return (Query("value", f"sum(increase({sel}[{w}]))", _age(sel)),)
     if gate in ("psi", "ks"):

@@ -298,7 +298,11 @@ class LocalDriver:
         since = None
         if st.canaryStartedAt is not None:
             since = max(0.0, (self.clock() - parse_time(st.canaryStartedAt)).total_seconds())
-        return GateContext(candidate=self.release.spec.modelId, active=st.previousModelId, since_s=since)
+        attempt = None
+        if st.startedAt is not None:
+            attempt = max(0.0, (self.clock() - parse_time(st.startedAt)).total_seconds())
+        return GateContext(candidate=self.release.spec.modelId, active=st.previousModelId, since_s=since,
+                           attempt_s=attempt)
 
     async def _observe(self) -> tuple[list[GateVerdict], ValidationOutcome | None, Facts]:
         st = self.status or ReleaseStatus()

@@ -15,9 +15,19 @@ own, that the project's unchanged ccxt code talks to over real HTTP and WebSocke
 Start it with ``tidegate venue emulate --port N``; see docs/venue-emulator.md.
 """
 
-from tidegate.venue.account import BybitAccount
-from tidegate.venue.client import emulator_client, emulator_urls
-from tidegate.venue.instruments import Instrument, load_instruments
-from tidegate.venue.server import BybitEmulator
+from __future__ import annotations
 
-__all__ = ["BybitAccount", "BybitEmulator", "Instrument", "emulator_client", "emulator_urls", "load_instruments"]
+import importlib
+from typing import Any
+
+# Imported lazily (PEP 562): the server pulls in aiohttp and ccxt, which ``tidegate --help``
+# (it registers ``tidegate venue``) would otherwise pay for on every start.
+_EXPORTS = {"BybitAccount": "account", "emulator_client": "client", "emulator_urls": "client",
+            "Instrument": "instruments", "load_instruments": "instruments", "BybitEmulator": "server"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"tidegate.venue.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'tidegate.venue' has no attribute {name!r}")

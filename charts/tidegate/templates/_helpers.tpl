@@ -50,9 +50,11 @@ dnsPolicy: ClusterFirstWithHostNet
 {{- end -}}
 
 {{/* With hostNetwork a replacement pod needs the old one's ports: it cannot surge beside it on
-     the same node, so roll by replacing (a default surge would wait forever for the ports). */}}
+     the same node (a default surge waits forever for the ports), so the old pod goes first.
+     Recreate, not maxSurge 0: with maxUnavailable 1 a one-replica Deployment counts as
+     available with no pod ready, and `helm --wait` would return before anything serves. */}}
 {{- define "tidegate.strategy" -}}
 {{- if .Values.hostNetwork -}}
-strategy: {type: RollingUpdate, rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}
+strategy: {type: Recreate}
 {{- end -}}
 {{- end -}}
