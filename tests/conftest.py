@@ -84,11 +84,12 @@ def kube(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
         os.environ["KUBECONFIG"] = old
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def kube_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     """A real single-node cluster in a loopback-only network namespace (tests/cluster_harness.py).
 
-    Started once for the tier; its teardown fails the run if a process, mount, cgroup or the
+    Started once for the tier and stopped with its module, so the node's pods never load the rest
+    of the suite; its teardown fails the run if a process, mount, cgroup or the
     namespace outlives it, or if the host's interfaces changed."""
     import subprocess
 

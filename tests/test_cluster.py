@@ -190,10 +190,21 @@ def test_helm_uninstall_mid_release_rolls_it_back_before_the_operator_goes(clust
     assert previous is not None
     candidate = m.base if previous != m.base else m.healthy
     name = "uninstalled-k8s"
+    cluster.wait_settled_features()          # the upgrade before this test restarted every pod
     cluster.kubectl("apply", "-f", "-", input=release(name, candidate, previous))
-    cluster.wait_for("canary stage", lambda: cluster.release_status(name).get("stage") == "canary", 90)
+
+    def canary_or_end() -> dict[str, Any] | None:
+        st = cluster.release_status(name)
+        return st if st.get("stage") == "canary" or st.get("phase") in ("Promoted", "RolledBack", "Failed") else None
+    st = cluster.wait_for("canary stage", canary_or_end, 120)
+    assert st.get("stage") == "canary" and st["phase"] not in ("RolledBack", "Failed"), json.dumps(st)[:2000]
     assert cluster.rollout_state()["stored"]["mode"] == "canary"
-    cluster.helm("uninstall", RELEASE, "--wait", "--timeout", "180s")
+    try:
+        cluster.helm("uninstall", RELEASE, "--wait", "--timeout", "180s")
+    except AssertionError as e:                   # a failed hook Job is kept: say what it printed
+        hook = cluster.kubectl("logs", "-l", "app.kubernetes.io/component=uninstall-hook", "--tail=60", check=False)
+        raise AssertionError(f"{e}\nuninstall hook:\n{hook.stdout}{hook.stderr}\n"
+                             f"operator:\n{cluster.operator_logs(60)}") from None
     st = cluster.release_status(name)
     assert st["phase"] == "RolledBack" and st["rollbackReason"] == "manual_abort", json.dumps(st)[:2000]
     assert not st.get("pendingEffects")

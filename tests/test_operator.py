@@ -374,3 +374,31 @@ def test_two_replicas_one_acts_and_the_standby_takes_over(world):  # type: ignor
                     p.wait(20)
                 except subprocess.TimeoutExpired:
                     p.kill()
+
+
+def test_a_status_with_undefined_rates_is_written_to_the_api_server(world):  # type: ignore[no-untyped-def]
+    """A win-rate gate with no trades yet has NaN rates and an infinite bound. The API server
+    refuses NaN in a patch ("invalid character 'N'"); before the fix that froze a release's
+    status on the cluster while its effects went on. Non-finite numbers are written as null
+    ("not defined yet")."""
+    import math
+
+    from kubernetes import client
+
+    from tidegate.operator.store import KubeReleaseStore, status_from_body
+    from tidegate.release.spec import DecisionRecord, GateStatus, ReleaseStatus
+
+    name = "nan-status"
+    apply(world, doc_for(world, name, stages=LONG_CANARY))
+    evidence = {"n_canary": 0.0, "winrate_canary": math.nan, "lower": -math.inf, "upper": math.inf, "alpha": 0.05}
+    st = ReleaseStatus(phase="Canary", stage="canary", stageIndex=1, weight=10,
+                       gates={"winrate": GateStatus(verdict="INSUFFICIENT", value=math.nan, sample=0.0,
+                                                    evidence=evidence)},
+                       decisions=[DecisionRecord(at="2026-12-02T00:00:00Z", stage="canary", gate="winrate",
+                                                 verdict="INSUFFICIENT", value=math.nan, evidence=evidence)])
+    KubeReleaseStore(get(world, name), client.CustomObjectsApi()).save_status(st)
+    back = status_from_body(get(world, name))
+    assert back is not None and back.phase == "Canary"
+    assert back.gates["winrate"].value is None and back.decisions[-1].value is None
+    # the CRD's evidence maps are not nullable, so the API server drops an undefined entry
+    assert back.decisions[-1].evidence == {"n_canary": 0.0, "alpha": 0.05}

@@ -80,7 +80,7 @@ class KubeReleaseStore:
         reads ``null`` as "delete", which would strip None-valued effect arguments)."""
         others = {k: v for k, v in (self.body.get("status") or {}).items() if k not in _STATUS_FIELDS}
         # Unset top-level fields are left out (the API server checks enums even on null).
-        own = {k: v for k, v in status.model_dump(mode="json").items() if v is not None}
+        own = {k: v for k, v in status.document().items() if v is not None}
         ops = [{"op": "add", "path": "/status", "value": {**others, **own}}]
         self.api.patch_namespaced_custom_object_status(GROUP, VERSION, self.namespace, PLURAL, self.name, ops,
                                                        _content_type="application/json-patch+json")

@@ -132,7 +132,7 @@ def _status_doc(state_dir: Path, name: str) -> dict:
     if st is None:
         doc.update({"phase": "Pending", "stage": "", "weight": 0, "decisions": []})
     else:
-        doc.update(st.model_dump(mode="json"))
+        doc.update(st.document())
     return doc
 
 

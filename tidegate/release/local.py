@@ -107,7 +107,7 @@ class ReleaseStore:
         return ReleaseStatus.model_validate(json.loads(self.status_path.read_text()))
 
     def save_status(self, status: ReleaseStatus) -> None:
-        atomic_write_json(self.status_path, status.model_dump(mode="json"))
+        atomic_write_json(self.status_path, status.document())
 
     def enqueue(self, command: Command) -> str:
         cid = f"{time.time_ns():020d}-{command.kind}"

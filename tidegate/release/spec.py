@@ -13,6 +13,7 @@ resolved (:func:`effective_limits`), so one config change moves every release.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Literal
 
@@ -199,7 +200,7 @@ class DecisionRecord(_Model):
     value: float | None = None
     sample: float | None = None
     threshold: float | None = None
-    evidence: dict[str, float] | None = None
+    evidence: dict[str, float | None] | None = None
     query: str = ""
     action: str = ""
     reason: str = ""
@@ -218,7 +219,7 @@ class GateStatus(_Model):
     value: float | None = None
     sample: float | None = None
     threshold: float | None = None
-    evidence: dict[str, float] | None = None
+    evidence: dict[str, float | None] | None = None
     at: str = ""
     consecutiveFailures: int = 0
 
@@ -264,6 +265,13 @@ class ReleaseStatus(_Model):
     validation: list[dict[str, Any]] = Field(default_factory=list)
     pendingEffects: list[PendingEffect] = Field(default_factory=list)
     decisions: list[DecisionRecord] = Field(default_factory=list)
+
+    def document(self) -> dict[str, Any]:
+        """The status as strict JSON: a rate with no trades yet is NaN and a bound with no evidence
+        is infinite, and JSON has neither. The Kubernetes API refuses a patch that holds one
+        ("invalid character 'N'"), which froze a release's status while its effects went on, so
+        every store writes this form: a non-finite number becomes null ("not defined yet")."""
+        return json.loads(self.model_dump_json())
 
 
 class ModelRelease(_Model):
