@@ -400,5 +400,5 @@ def test_a_status_with_undefined_rates_is_written_to_the_api_server(world):  # t
     back = status_from_body(get(world, name))
     assert back is not None and back.phase == "Canary"
     assert back.gates["winrate"].value is None and back.decisions[-1].value is None
-    # the CRD's evidence maps are not nullable, so the API server drops an undefined entry
-    assert back.decisions[-1].evidence == {"n_canary": 0.0, "alpha": 0.05}
+    assert back.decisions[-1].evidence == {"n_canary": 0.0, "winrate_canary": None, "lower": None, "upper": None,
+                                           "alpha": 0.05}       # the CRD types them nullable: kept as null

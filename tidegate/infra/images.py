@@ -385,27 +385,23 @@ class Layer:
         self.add_dir(dest)
         for root, dirs, files in os.walk(src_dir):
             rootp = Path(root)
-            keep_dirs = []
-            for d in sorted(dirs):
-                p = rootp / d
-                if skip and skip(p):
-                    continue
-                rel = p.relative_to(src_dir).as_posix()
-                if p.is_symlink():
-                    self.add_symlink(f"{dest}/{rel}", os.readlink(p))
-                else:
-                    self.add_dir(f"{dest}/{rel}")
-                    keep_dirs.append(d)
-            dirs[:] = keep_dirs
+            dirs[:] = [d for d in sorted(dirs) if self._add_path(rootp / d, src_dir, dest, skip)]
             for f in sorted(files):
-                p = rootp / f
-                if skip and skip(p):
-                    continue
-                rel = p.relative_to(src_dir).as_posix()
-                if p.is_symlink():
-                    self.add_symlink(f"{dest}/{rel}", os.readlink(p))
-                elif p.is_file():
-                    self.add_file(f"{dest}/{rel}", src=p)
+                self._add_path(rootp / f, src_dir, dest, skip)
+
+    def _add_path(self, p: Path, src_dir: Path, dest: str, skip: Callable[[Path], bool] | None) -> bool:
+        """One walked path; True for a real directory, the only kind ``os.walk`` should enter."""
+        if skip and skip(p):
+            return False
+        target = f"{dest}/{p.relative_to(src_dir).as_posix()}"
+        if p.is_symlink():
+            self.add_symlink(target, os.readlink(p))
+        elif p.is_dir():
+            self.add_dir(target)
+            return True
+        elif p.is_file():
+            self.add_file(target, src=p)
+        return False
 
     def write(self, out: IO[bytes]) -> Blob:
         """Write the tar to ``out`` and return its digest and size."""
