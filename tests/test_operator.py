@@ -257,6 +257,12 @@ def test_kubectl_plugin_pauses_resumes_and_promotes(world):  # type: ignore[no-u
         assert get(world, name)["status"]["stage"] == "canary"
         assert plugin(world, "resume", name).returncode == 0
         wait_status(world, name, lambda s: s.get("phase") == "Canary", 15)
+        # A promote is refused unless every gate is PASS, and increase() over a window a few
+        # seconds long extrapolates (n canary went 201, 199, 250 in one CI run), so the promote
+        # waits until the evidence is well past min_sample instead of racing the threshold.
+        wait_status(world, name, lambda s: "waiting for a manual promote" in s.get("message", "") and all(
+            g.get("verdict") == "PASS" for g in s.get("gates", {}).values())
+            and (s["gates"].get("winrate", {}).get("sample") or 0) >= 400, 30)
         assert plugin(world, "promote", name, "--reason", "looks good").returncode == 0
         wait_status(world, name, lambda s: s.get("phase") == "Promoted", 20)
     res = plugin(world, "status", name, "-o", "json")
