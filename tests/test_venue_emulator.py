@@ -471,3 +471,50 @@ def test_restart_keeps_the_account_and_an_outage_is_a_network_error(venue: Venue
     [t] = got["trades"]
     assert (t["info"]["orderLinkId"], t["amount"], t["price"]) == ("a", 0.003, 49999.0)
     assert got["positions"][0]["contracts"] == 0.003
+
+
+def test_executions_page_by_cursor_and_the_catch_up_reads_back_to_a_known_one(venue: Venue) -> None:
+    """130 partial fills: Bybit pages at most 100 executions; the executor's catch-up walks the
+    cursor back to an execution it has seen, so a long outage loses no fill."""
+    from tidegate.services.executor_venue import trades_back_to
+
+    async def place(c: Any) -> dict[str, Any]:
+        await c.load_markets()
+        return await c.create_order(BTC, "limit", "buy", 0.2, 49999.0, {"timeInForce": "PostOnly",
+                                                                          "orderLinkId": "sig-pages"})
+
+    o = drive(venue.client(pro=False), place)
+    venue.trade(49999.0, 2.0, -1)                 # the queue ahead of us
+    for _ in range(130):
+        venue.trade(49999.0, 0.001, -1)           # one partial fill each
+    assert venue.on_loop(lambda: venue.emu.account.stats()["executions"]) == 130
+
+    calls: list[dict[str, str]] = []
+
+    async def body(c: Any) -> dict[str, Any]:
+        await c.load_markets()
+
+        async def fetch(*args: Any) -> Any:
+            calls.append(dict(args[3]))
+            return await c.fetch_my_trades(*args)
+
+        first = await c.fetch_my_trades(BTC, None, 100)
+        every, complete = await trades_back_to(fetch, BTC, set())
+        newest_first = [t["id"] for t in sorted(every, key=lambda t: t["timestamp"], reverse=True)]
+        calls.clear()
+        recent, stopped = await trades_back_to(fetch, BTC, {newest_first[20]})    # seen before: one page
+        with pytest.raises(ccxt.BadRequest) as bad:
+            await c.fetch_my_trades(BTC, None, 100, {"cursor": "not-a-cursor"})
+        return {"first": first, "every": every, "complete": complete, "recent": recent, "stopped": stopped,
+                "bad": str(bad.value)}
+
+    got = drive(venue.client(pro=False), body)
+    assert len(got["first"]) == 100                               # one page: 30 older fills unread
+    cursors = [t["info"]["nextPageCursor"] for t in got["first"] if t["info"].get("nextPageCursor")]
+    assert cursors == ["offset:100"], cursors
+    ids = [t["id"] for t in got["every"]]
+    assert len(ids) == len(set(ids)) == 130 and got["complete"]
+    assert {t["order"] for t in got["every"]} == {o["id"]}
+    assert sum(t["amount"] for t in got["every"]) == pytest.approx(0.13)
+    assert len(got["recent"]) == 100 and got["stopped"] and calls == [{}]
+    assert "10001" in got["bad"] and "cursor invalid" in got["bad"]

@@ -12,8 +12,9 @@ as the same reports the paper exchange produces (tidegate.execution.real maps th
   venue's execution id, which also names the fill: ``<client order id>-<exec id>``). A cancel
   reported before the trades it includes waits for them, so an exit is re-quoted for the right
   remainder.
-- catch-up (REST) after the stream comes back and every ``POLL_S``: ``fetch_my_trades``,
-  ``fetch_open_orders`` and the order history fill what the stream missed; balance and positions
+- catch-up (REST) after the stream comes back and every ``POLL_S``: ``fetch_my_trades`` (page by
+  page through ``nextPageCursor`` back to an execution seen before, so an outage longer than one
+  page loses nothing), ``fetch_open_orders`` and the order history fill what the stream missed; balance and positions
   are read on the same beat for sizing and the near-liquidation guard.
 - restart (``reconcile``): open orders of ours (by ``orderLinkId``) are adopted, recent
   executions re-published idempotently (same fill ids), and a position no resting exit covers
@@ -31,7 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Container, Mapping, Sequence
 from typing import Any
 
 from tidegate.bus.dedupe import RecentIds
@@ -56,8 +57,33 @@ from tidegate.execution.venue import MarketRules, VenueError
 from tidegate.services.runtime import ServiceContext
 
 POLL_S = 2.0          # catch-up, balance and positions
+TRADE_PAGE = 100      # Bybit's most executions a page
+TRADE_PAGES = 20      # pages one catch-up may read back (2000 executions)
 RATE_LIMIT_TRIES = 8
 UNPLACED_AFTER_S = 5.0  # an order whose create failed on the network and is still unknown is rejected
+
+
+async def trades_back_to(fetch: Callable[..., Awaitable[list[Mapping[str, Any]]]], csym: str,
+                         known: Container[str], *, page: int = TRADE_PAGE,
+                         pages: int = TRADE_PAGES) -> tuple[list[Mapping[str, Any]], bool]:
+    """The venue's executions, newest first, page by page back to one in ``known``.
+
+    ``fetch`` is ccxt's ``fetch_my_trades(symbol, since, limit, params)``. A page holds at most
+    100; after an outage with more fills than that, one page would leave the older ones
+    unread and their fills would never reach JetStream. In steady state the first page
+    already overlaps what the stream delivered: one call, as before. Returns the executions
+    and whether the walk ended by itself (False: ``pages`` pages read and still no overlap).
+    """
+    out: list[Mapping[str, Any]] = []
+    params: dict[str, str] = {}
+    for _ in range(pages):
+        got = await fetch(csym, None, page, params)
+        out += got
+        cursor = next((str(c) for t in got if (c := (t.get("info") or {}).get("nextPageCursor"))), "")
+        if len(got) < page or not cursor or any(str(t.get("id")) in known for t in got):
+            return out, True
+        params = {"cursor": cursor}
+    return out, False
 
 
 class VenueLink:
@@ -70,6 +96,7 @@ class VenueLink:
         self.csym = {s: r.ccxt_symbol for s, r in rules.items()}
         self.symbol_of = {r.ccxt_symbol: s for s, r in rules.items()}
         self.seen_exec = RecentIds(capacity=200_000)
+        self.listed_exec = RecentIds(capacity=200_000)   # every execution id the venue has shown us
         self.accepted: set[str] = set()
         self.pending_final: dict[str, Mapping[str, Any]] = {}
         self.unsure: dict[str, float] = {}      # coid -> wall time its create failed on the network
@@ -157,6 +184,7 @@ class VenueLink:
             self.accepted.add(coid)
         republished = 0
         for t in trades:
+            self.listed_exec.add(str(t["id"]))
             msg = self._fill_from_trade(t)
             if msg is not None and self.seen_exec.add(str(t["id"])):
                 await self.ctx.bus.publish_durable(self.ctx.subjects.fills(msg.symbol), msg,  # type: ignore[union-attr]
@@ -322,9 +350,17 @@ class VenueLink:
         await self.execute(self.engine.venue_reports(sym, [ExecReport("accepted", coid, now, now, qty=qty,
                                                                        remaining=qty)]))
 
+    async def recent_trades(self, csym: str) -> list[Mapping[str, Any]]:
+        trades, complete = await trades_back_to(lambda *a: self.call(self.ex.fetch_my_trades, *a), csym,
+                                                self.listed_exec)
+        if not complete:
+            self._say("warning", f"catch-up stopped after {TRADE_PAGES} pages of executions on {csym}")
+        return trades
+
     async def on_trades(self, trades: Sequence[Mapping[str, Any]]) -> None:
         async with self.lock:
             for t in trades:
+                self.listed_exec.add(str(t.get("id")))
                 sym = self.symbol_of.get(str(t.get("symbol")), "")
                 coid = link_id(t)
                 base = self.engine.live_order(coid)
@@ -350,7 +386,7 @@ class VenueLink:
     async def catch_up(self) -> None:
         """REST for what the stream may have missed: trades first (a cancel waits for its fills)."""
         for sym, csym in self.csym.items():
-            await self.on_trades(await self.call(self.ex.fetch_my_trades, csym, None, 100))
+            await self.on_trades(await self.recent_trades(csym))
             open_orders = await self.call(self.ex.fetch_open_orders, csym, None, 50)
             await self.on_orders(open_orders)
             open_ids = {link_id(o) for o in open_orders}

@@ -52,8 +52,24 @@ def _by_id(acct: BybitAccount, q: Mapping[str, str]) -> list[VenueOrder] | None:
     return [o] if o is not None else []
 
 
-def _page(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"category": "linear", "list": items, "nextPageCursor": ""}
+def _page(items: list[dict[str, Any]], cursor: str = "") -> dict[str, Any]:
+    return {"category": "linear", "list": items, "nextPageCursor": cursor}
+
+
+def _paged(q: Mapping[str, str], rows: list[Any], n: int) -> tuple[list[Any], str]:
+    """One page of ``rows`` from ``q["cursor"]``, and the cursor of the next page ("" at the end).
+
+    Bybit's list endpoints page with an opaque ``cursor``: a page holds at most ``limit`` rows
+    and ``nextPageCursor`` names the next one. A client that reads only the first page (as a
+    REST catch-up after a long outage would) misses the older rows, so the emulator pages too.
+    """
+    raw = q.get("cursor") or ""
+    head, _, num = raw.partition(":")
+    if raw and (head != "offset" or not num.isdigit()):
+        raise VenueRejected(codes.PARAMS, "params error: cursor invalid")
+    start = int(num) if raw else 0
+    page = rows[start:start + n]
+    return page, (f"offset:{start + n}" if start + n < len(rows) else "")
 
 
 def open_orders(acct: BybitAccount, q: Mapping[str, str]) -> dict[str, Any]:
@@ -66,7 +82,8 @@ def open_orders(acct: BybitAccount, q: Mapping[str, str]) -> dict[str, Any]:
         closed = str(q.get("openOnly", "0")) == "1"
         found = [o for o in reversed(acct.orders.values())
                  if o.final == closed and _scope(acct, q, o.symbol)][:500 if closed else None]
-    return _page([acct.order_v5(o) for o in found[:n]])
+    page, cursor = _paged(q, found, n)
+    return _page([acct.order_v5(o) for o in page], cursor)
 
 
 def order_history(acct: BybitAccount, q: Mapping[str, str]) -> dict[str, Any]:
@@ -79,7 +96,8 @@ def order_history(acct: BybitAccount, q: Mapping[str, str]) -> dict[str, Any]:
     status = q.get("orderStatus")
     out = [o for o in orders if o.final and lo <= o.updated_ms <= hi and (not status or o.status == status)
            and (found is not None or not q.get("symbol") or o.symbol == q["symbol"])]
-    return _page([acct.order_v5(o) for o in out[:n]])
+    page, cursor = _paged(q, out, n)
+    return _page([acct.order_v5(o) for o in page], cursor)
 
 
 def executions(acct: BybitAccount, q: Mapping[str, str]) -> dict[str, Any]:
@@ -97,10 +115,9 @@ def executions(acct: BybitAccount, q: Mapping[str, str]) -> dict[str, Any]:
         if q.get("orderLinkId") and o.link_id != q["orderLinkId"]:
             continue
         if lo <= e.time_ms <= hi:
-            out.append(e.v5(acct.instruments[o.symbol]))
-        if len(out) >= n:
-            break
-    return _page(out)
+            out.append(e)
+    page, cursor = _paged(q, out, n)
+    return _page([e.v5(acct.instruments[e.order.symbol]) for e in page], cursor)
 
 
 def positions(acct: BybitAccount, q: Mapping[str, str]) -> dict[str, Any]:
