@@ -12,7 +12,7 @@ from typing import Any
 import ccxt
 import pytest
 
-from tidegate.bus.messages import ApprovedMsg, BookMsg, HoldMark, HoldMsg
+from tidegate.bus.messages import ApprovedMsg, BookMsg, HoldMark, HoldMsg, OrderMsg
 from tidegate.config.schema import AppConfig
 from tidegate.execution.engine import ExecutionEngine
 from tidegate.execution.real import (
@@ -26,6 +26,7 @@ from tidegate.execution.real import (
     redact,
     ret_code,
     trade_report,
+    unfinished_real,
 )
 from tidegate.execution.simulator import ExecReport
 from tidegate.execution.venue import VenueError, check_venue, load_offline_exchange, market_rules, venue_urls_from_env
@@ -234,3 +235,15 @@ def test_rate_limited_creates_back_off_and_all_land_on_the_emulator() -> None:
     backoffs, refused, orders, distinct = asyncio.run(body())
     assert orders == distinct == 8
     assert backoffs >= 1 and refused == backoffs
+
+
+def test_unfinished_real_orders_are_the_ones_whose_last_event_leaves_them_open() -> None:
+    def ev(coid: str, status: str, venue: str = "real") -> OrderMsg:
+        return OrderMsg(client_order_id=coid, signal_id=coid[:-3], symbol="BTCUSDT", route="canary", venue=venue,  # type: ignore[arg-type]
+                        side="buy", price=50_000.0, qty=0.01, status=status, ts_ns=1)  # type: ignore[arg-type]
+
+    events = [ev("s1-e0", "new"), ev("s2-e0", "new"), ev("s3-e0", "new"), ev("p1-e0", "new", "paper"),
+              ev("s1-e0", "accepted"), ev("s2-e0", "accepted"), ev("s2-e0", "filled"), ev("s3-e0", "rejected"),
+              ev("s4-x0", "new"), ev("s4-x0", "cancelled"), ev("s5-e0", "new")]
+    assert sorted(unfinished_real(events)) == ["s1-e0", "s5-e0"]
+    assert unfinished_real(events)["s1-e0"].status == "accepted"

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 
 from tidegate.bus.messages import Message
@@ -143,6 +144,28 @@ class Bus:
             await self._room.wait()
         payload = msg if isinstance(msg, bytes) else msg.to_bytes()
         await self._send(_Unconfirmed(subject, payload, msg_id, 0.0))
+
+    async def read_recent(self, stream: str, subject: str, seconds: float, *, batch: int = 1000,
+                          timeout: float = 5.0) -> list[bytes]:
+        """What ``stream`` stored on ``subject`` in the last ``seconds``, oldest first.
+
+        For a restart that must know what it said before it died: the stream is the record
+        (an ephemeral consumer from a start time, no acks, gone after the read)."""
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=seconds)
+        sub = await self.js.pull_subscribe(subject, stream=stream, config=ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_TIME, opt_start_time=start, ack_policy=AckPolicy.NONE,
+            filter_subject=subject, inactive_threshold=60.0))
+        out: list[bytes] = []
+        try:
+            pending = (await sub.consumer_info()).num_pending
+            while pending:
+                got = await sub.fetch(min(batch, pending), timeout=timeout)
+                out += [m.data for m in got]
+                pending = got[-1].metadata.num_pending if got else 0
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        return out
 
     async def _start(self) -> None:
         self._ack_prefix = self.nc.new_inbox() + "."

@@ -136,6 +136,19 @@ def plan_reconcile(open_orders: Iterable[Mapping[str, Any]], positions: Iterable
     return out
 
 
+def unfinished_real(events: Iterable[Any]) -> dict[str, Any]:
+    """Real orders whose last published event leaves them open (``new``/``accepted``), by id.
+
+    ``events`` are OrderMsg in stream order; an order with a later ``rejected``, ``cancelled``
+    or ``filled`` is finished. The executor announces ``new`` before its create call, so after
+    a kill the ones the venue never saw are among these."""
+    last: dict[str, Any] = {}
+    for e in events:
+        if e.venue == "real":
+            last[e.client_order_id] = e
+    return {c: e for c, e in last.items() if e.status in ("new", "accepted")}
+
+
 def uncovered(positions: Iterable[Mapping[str, Any]], covering: Mapping[tuple[str, str], float], *,
               symbol_of: Mapping[str, str], lot_step: Mapping[str, float]) -> dict[str, tuple[str, float]]:
     """Per venue symbol, (exit side, qty) of an open position that resting reduce-only orders

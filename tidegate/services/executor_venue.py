@@ -51,6 +51,7 @@ from tidegate.execution.real import (
     ret_code,
     trade_report,
     uncovered,
+    unfinished_real,
 )
 from tidegate.execution.simulator import ExecReport
 from tidegate.execution.venue import MarketRules, VenueError
@@ -60,6 +61,7 @@ POLL_S = 2.0          # catch-up, balance and positions
 TRADE_PAGE = 100      # Bybit's most executions a page
 TRADE_PAGES = 20      # pages one catch-up may read back (2000 executions)
 RATE_LIMIT_TRIES = 8
+RESTART_LOOKBACK_S = 900.0  # how far back a restart reads its own announced orders
 UNPLACED_AFTER_S = 5.0  # an order whose create failed on the network and is still unknown is rejected
 
 
@@ -191,12 +193,12 @@ class VenueLink:
                                                    msg_id=msg.fill_id)
                 republished += 1
         ended = 0
+        known = {link_id(o) for o in open_orders}
         for csym in self.csym.values():
             for o in await self.call(self.ex.fetch_canceled_and_closed_orders, csym, None, 50):
-                for msg in self._ended_order_events(o):
-                    await self.ctx.bus.publish_durable(self.ctx.subjects.orders(msg.symbol), msg,  # type: ignore[union-attr]
-                                                       msg_id=f"{msg.client_order_id}:{msg.status}")
-                    ended += 1
+                known.add(link_id(o))
+                ended += await self._publish_ended(o)
+        unsent = await self._settle_unsent(known)
         covered = 0
         for sym, (side, qty) in plan.cover.items():
             sid = f"{sym}-{time.time_ns()}-rc"
@@ -205,10 +207,51 @@ class VenueLink:
             covered += 1
         self.engine.venue_liq_price = position_liq(positions, self.symbol_of)
         out = {"adopted": len(plan.adopt), "republished_fills": republished, "republished_order_events": ended,
-               "covered_positions": covered,
+               "covered_positions": covered, "never_placed": unsent,
                "foreign_orders": plan.foreign}
         self._say("info", "reconciled: " + ", ".join(f"{k}={v}" for k, v in out.items()))
         return out
+
+    async def _publish_ended(self, o: Mapping[str, Any]) -> int:
+        msgs = self._ended_order_events(o)
+        for msg in msgs:
+            await self.ctx.bus.publish_durable(self.ctx.subjects.orders(msg.symbol), msg,  # type: ignore[union-attr]
+                                               msg_id=f"{msg.client_order_id}:{msg.status}")
+        return len(msgs)
+
+    async def _settle_unsent(self, known: set[str]) -> int:
+        """Real orders the previous process announced and the venue never saw: each gets its end.
+
+        ``new`` goes out before the create call (risk never hears of a fill before its order),
+        so a process killed between the two left risk an order that would never end. The
+        ORDERS stream says what was announced; the venue, asked by ``orderLinkId``, says whether
+        it arrived. One it has never seen is published ``rejected`` (``venue_not_placed``); one
+        that ended before the history page gets its end events; one still open was adopted."""
+        bus = self.ctx.bus
+        if bus is None:
+            return 0
+        raw = await bus.read_recent(self.ctx.subjects.stream("ORDERS"), self.ctx.subjects.orders(),
+                                    RESTART_LOOKBACK_S)
+        events = []
+        for b in raw:
+            with contextlib.suppress(ValueError):
+                events.append(OrderMsg.model_validate_json(b))
+        unsent = 0
+        for coid, o in unfinished_real(events).items():
+            if coid in known or o.symbol not in self.rules or self.engine.is_live(coid):
+                continue
+            found = await self.call(self.ex.fetch_open_orders, self.rules[o.symbol].ccxt_symbol, None, 1,
+                                    {"orderLinkId": coid})
+            if found:
+                if found[0].get("status") != "open":
+                    await self._publish_ended(found[0])
+                continue
+            msg = o.model_copy(update={"status": "rejected", "reason": "venue_not_placed",
+                                       "ts_ns": self.engine.market_now(o.symbol)})
+            await bus.publish_durable(self.ctx.subjects.orders(o.symbol), msg, msg_id=f"{coid}:rejected")
+            self._say("info", f"{coid} was announced but never reached the venue: published rejected")
+            unsent += 1
+        return unsent
 
     def _route(self, signal_id: str) -> str:
         r = self.route_of(signal_id)
