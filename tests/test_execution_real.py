@@ -207,7 +207,7 @@ def test_rate_limited_creates_back_off_and_all_land_on_the_emulator() -> None:
     from tidegate.services.runtime import build_context
     from tidegate.venue import BybitAccount, BybitEmulator, load_instruments
 
-    async def body() -> tuple[int, int, int, int]:
+    async def body() -> tuple[int, int, int, int, float | None]:
         emu = BybitEmulator(BybitAccount(load_instruments()), keys={"k-rl": "s-rl"},
                             rate_limits={"/v5/order/create": 3})
         await emu.start("127.0.0.1", 0)
@@ -229,12 +229,13 @@ def test_rate_limited_creates_back_off_and_all_land_on_the_emulator() -> None:
         finally:
             await link.close()
             await emu.stop()
+        counted = ctx.registry.get_sample_value("venue_rate_limited_total")
         return link.rate_limited, emu.refused.get(10006, 0), len(emu.account.orders), \
-            len({o.link_id for o in emu.account.orders.values()})
+            len({o.link_id for o in emu.account.orders.values()}), counted
 
-    backoffs, refused, orders, distinct = asyncio.run(body())
+    backoffs, refused, orders, distinct, counted = asyncio.run(body())
     assert orders == distinct == 8
-    assert backoffs >= 1 and refused == backoffs
+    assert backoffs >= 1 and refused == backoffs == counted      # every backoff visible in Prometheus
 
 
 def test_unfinished_real_orders_are_the_ones_whose_last_event_leaves_them_open() -> None:

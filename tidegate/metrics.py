@@ -78,6 +78,8 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("fail_safe_switch_total", "counter", "fail-safe activations", ("reason",), "executor"),
     MetricSpec("fail_safe_route_total", "counter", "orders forced to paper by the fail-safe", ("symbol",),
                "executor"),
+    MetricSpec("venue_rate_limited_total", "counter",
+               "venue calls refused by its rate limit (Bybit 10006), each retried after a backoff", (), "executor"),
     MetricSpec("orders_rejected_total", "counter", "orders rejected (post-only cross, limits, gates)",
                ("route", "reason"), "executor"),
     MetricSpec("hold_exit_total", "counter",

@@ -121,6 +121,7 @@ class VenueLink:
                 if classify_error(exc) != "rate_limit" or attempt == RATE_LIMIT_TRIES - 1:
                     raise
                 self.rate_limited += 1
+                self.ctx.metrics["venue_rate_limited_total"].inc()
                 wait = backoff_s(attempt)
                 self._say("warning", f"rate limited (10006), retry {attempt + 1} in {wait:.1f}s")
                 await asyncio.sleep(wait)
