@@ -188,27 +188,6 @@ def reference_mismatches(symbols: list[str], ex: ccxt.Exchange, *, maker_fee: fl
     return out
 
 
-class CcxtVenue:
-    """Real-mode order routing through ccxt (post-only, reduce-only flags as bybit v5 params)."""
-
-    def __init__(self, ex: ccxt.Exchange):
-        self.ex = ex
-
-    def __repr__(self) -> str:  # never show credentials
-        return f"CcxtVenue({self.ex.id})"
-
-    def place(self, rules: MarketRules, side: str, qty: float, price: float, *, client_order_id: str,
-              post_only: bool, reduce_only: bool) -> dict[str, Any]:
-        params = {"timeInForce": "PostOnly" if post_only else "GTC", "reduceOnly": reduce_only,
-                  "orderLinkId": client_order_id}
-        amount = float(self.ex.amount_to_precision(rules.ccxt_symbol, qty))
-        px = float(self.ex.price_to_precision(rules.ccxt_symbol, price))
-        return dict(self.ex.create_order(rules.ccxt_symbol, "limit", side, amount, px, params))
-
-    def cancel(self, rules: MarketRules, client_order_id: str) -> None:
-        self.ex.cancel_order(None, rules.ccxt_symbol, {"orderLinkId": client_order_id})
-
-
 def venue_urls_from_env(env: Mapping[str, str] | None = None) -> tuple[str, str] | None:
     """(REST base, WebSocket base) from ``EXCHANGE_REST_URL``/``EXCHANGE_WS_URL``; None: ccxt's own.
 
