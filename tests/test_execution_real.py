@@ -7,6 +7,7 @@ test (tests/test_executor_real.py) drives the same functions with what ccxt real
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import ccxt
@@ -197,9 +198,8 @@ def test_engine_adopts_venue_orders_after_a_restart() -> None:
 
 
 # -- the rate limit, against the emulator ----------------------------------------------------------------------
-def test_rate_limited_creates_back_off_and_all_land_on_the_emulator() -> None:
-    """``VenueLink.call`` with real ccxt against the emulator's 10006: every create lands, none twice."""
-    import asyncio
+async def _with_link(exchange: dict[str, Any], body: Any, **emulator: Any) -> Any:
+    """``body(link, emu, ctx)`` with a VenueLink (real ccxt) on a fresh emulator on loopback."""
     import logging
 
     from tidegate.execution.venue import MARKETS_FILE, live_client
@@ -207,35 +207,61 @@ def test_rate_limited_creates_back_off_and_all_land_on_the_emulator() -> None:
     from tidegate.services.runtime import build_context
     from tidegate.venue import BybitAccount, BybitEmulator, load_instruments
 
-    async def body() -> tuple[int, int, int, int, float | None]:
-        emu = BybitEmulator(BybitAccount(load_instruments()), keys={"k-rl": "s-rl"},
-                            rate_limits={"/v5/order/create": 3})
-        await emu.start("127.0.0.1", 0)
-        await emu.feed_book(_book(1_000_000_000))
-        cfg = AppConfig.model_validate({"exchange": {"mode": "real"}})
-        ctx = build_context("executor", cfg, MARKETS_FILE, logging.getLogger("test.rate_limit"))
-        engine = _engine()
-        ex = live_client(MARKETS_FILE, {"apiKey": "k-rl", "secret": "s-rl"}, urls=(emu.rest_url, emu.ws_url))
-        published: list[Any] = []
+    emu = BybitEmulator(BybitAccount(load_instruments()), keys={"k-t": "s-t"}, **emulator)
+    await emu.start("127.0.0.1", 0)
+    await emu.feed_book(_book(1_000_000_000))
+    cfg = AppConfig.model_validate({"exchange": {"mode": "real", **exchange}})
+    ctx = build_context("executor", cfg, MARKETS_FILE, logging.getLogger("test.venue_link"))
+    engine = _engine()
+    ex = live_client(MARKETS_FILE, {"apiKey": "k-t", "secret": "s-t"}, urls=(emu.rest_url, emu.ws_url))
 
-        async def publish(d: Any) -> None:
-            published.append(d)
+    async def publish(d: Any) -> None:
+        pass
 
-        link = VenueLink(ctx, engine, ex, engine.rules, asyncio.Lock(), publish, lambda sid: "canary")
-        try:
-            for i in range(8):
-                await link.call(ex.create_order, BTC, "limit", "buy", 0.001, 59000.0,
-                                {"timeInForce": "PostOnly", "orderLinkId": f"rl-{i}"})
-        finally:
-            await link.close()
-            await emu.stop()
+    link = VenueLink(ctx, engine, ex, engine.rules, asyncio.Lock(), publish, lambda sid: "canary")
+    try:
+        return await body(link, emu, ctx)
+    finally:
+        await link.close()
+        await emu.stop()
+
+
+def test_rate_limited_creates_back_off_and_all_land_on_the_emulator() -> None:
+    """``VenueLink.call`` with real ccxt against the emulator's 10006: every create lands, none twice."""
+    async def body(link: Any, emu: Any, ctx: Any) -> tuple[int, int, int, int, float | None]:
+        for i in range(8):
+            await link.call(link.ex.create_order, BTC, "limit", "buy", 0.001, 59000.0,
+                            {"timeInForce": "PostOnly", "orderLinkId": f"rl-{i}"})
         counted = ctx.registry.get_sample_value("venue_rate_limited_total")
         return link.rate_limited, emu.refused.get(10006, 0), len(emu.account.orders), \
             len({o.link_id for o in emu.account.orders.values()}), counted
 
-    backoffs, refused, orders, distinct, counted = asyncio.run(body())
+    backoffs, refused, orders, distinct, counted = asyncio.run(
+        _with_link({}, body, rate_limits={"/v5/order/create": 3}))
     assert orders == distinct == 8
     assert backoffs >= 1 and refused == backoffs == counted      # every backoff visible in Prometheus
+
+
+@pytest.mark.parametrize("flags", [True, False])
+def test_exchange_flags_drive_the_orders_sent_to_the_venue(flags: bool) -> None:
+    """exchange.post_only/maker_only/reduce_only as the orders reach the emulator: an entry is
+    PostOnly or GTC, an exit reduce-only (refused 110017 while flat) or not."""
+    def order(coid: str, side: str, price: float, reduce_only: bool) -> OrderMsg:
+        return OrderMsg(client_order_id=coid, signal_id=coid[:-3], symbol="BTCUSDT", route="canary", venue="real",
+                        side=side, price=price, qty=0.001, status="new", reduce_only=reduce_only,  # type: ignore[arg-type]
+                        post_only=True, ts_ns=1)
+
+    async def body(link: Any, emu: Any, ctx: Any) -> tuple[dict[str, tuple[str, bool]], dict[int, int]]:
+        await link.place(order("sig-1-e0", "buy", 59000.0, False))
+        await link.place(order("sig-1-x0", "sell", 61000.0, True))
+        return {o.link_id: (o.tif, o.reduce_only) for o in emu.account.orders.values()}, dict(emu.refused)
+
+    sent, refused = asyncio.run(_with_link({"post_only": flags, "maker_only": flags, "reduce_only": flags}, body))
+    if flags:
+        assert sent == {"sig-1-e0": ("PostOnly", False)} and refused.get(110017) == 1, (sent, refused)
+    else:
+        assert sent == {"sig-1-e0": ("GTC", False), "sig-1-x0": ("GTC", False)}, sent
+        assert 110017 not in refused
 
 
 def test_unfinished_real_orders_are_the_ones_whose_last_event_leaves_them_open() -> None:
