@@ -144,6 +144,24 @@ def _signal(t: int, side: str = "buy") -> ApprovedMsg:
                        tau_entry=0.5, bucket=0)
 
 
+def test_warm_up_refuses_every_signal_for_warmup_seconds_after_start() -> None:
+    """The seed's warm-up gate: no order in the first ``executor.warmup_seconds`` (90 as shipped)."""
+    from pathlib import Path
+
+    from tidegate.config import load_config
+
+    shipped = load_config(Path(__file__).resolve().parents[1] / "config" / "app.yml").data
+    assert AppConfig().executor.warmup_seconds == shipped.executor.warmup_seconds == 90
+    eng = _engine(warmup_seconds=90)          # started_wall 0
+    t = 1_000_000_000_000
+    eng.on_book(_book(t))
+    early = eng.on_approved(_signal(t), 89.9)
+    assert early.orders == [] and early.counts == [("warmup_skip_total", {"symbol": "BTCUSDT"}, 1.0)]
+    assert eng.on_approved(_signal(t), 95.0).orders == []      # a skipped signal is spent, not queued
+    late = eng.on_approved(_signal(t + 1), 90.0)
+    assert late.orders and not any(name == "warmup_skip_total" for name, _l, _n in late.counts)
+
+
 def test_engine_real_lifecycle_ttl_exit_requote_and_tau_hold() -> None:
     eng = _engine()
     t = 1_000_000_000_000
