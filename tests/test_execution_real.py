@@ -150,7 +150,7 @@ def test_warm_up_refuses_every_signal_for_warmup_seconds_after_start() -> None:
 
     from tidegate.config import load_config
 
-    shipped = load_config(Path(__file__).resolve().parents[1] / "config" / "app.yml").data
+    shipped = load_config(Path(__file__).resolve().parents[1] / "config" / "app.yml")
     assert AppConfig().executor.warmup_seconds == shipped.executor.warmup_seconds == 90
     eng = _engine(warmup_seconds=90)          # started_wall 0
     t = 1_000_000_000_000
