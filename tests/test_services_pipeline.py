@@ -371,6 +371,15 @@ def test_pipeline_counts_decisions_and_trading_metrics_match_an_independent_reco
         assert sorted(d.signal_id for d in decisions) == sorted(c.signal_id for c in cands)
         assert {d.model_id for d in decisions} == {"m-b"} and {d.live_model_id for d in decisions} == {"m-a"}
         assert {json.loads(data)["v"] for _, data in shadow} == {2}
+        # the shadow model decides on its own threshold (ai_scorer.shadow.use_threshold_from_meta)
+        from tidegate.registry.metadata import ModelMetadata
+
+        shadow_tau = ModelMetadata.model_validate_json((trained["m-b"] / "model.json").read_text()).thresholds.tau_entry
+        assert shadow_tau != pytest.approx(state["tau_entry"])      # distinguishable from the live threshold
+        undecided = [d for d in decisions if abs(d.score - shadow_tau) < 1e-7]
+        assert all(d.approved == (d.score >= shadow_tau) for d in decisions if d not in undecided)
+        assert 0 < sum(d.approved for d in decisions) < len(decisions)
+        assert prom.one("ai_scorer", "shadow_signals_approved_total") == sum(d.approved for d in decisions)
         assert prom.get("ai_scorer", "model_active_id") == {(("model_id", "m-a"),): 1.0}
         assert prom.get("ai_scorer", "model_shadow_id") == {(("model_id", "m-b"),): 1.0}
         assert prom.one("ai_scorer", "onnx_parity_fail_total") == 0

@@ -53,3 +53,25 @@ def test_shadow_record_id_names_the_batch_by_its_content():
     assert shadow_msg_id(record(["a", "b"])) == shadow_msg_id(record(["a", "b"]))   # redelivered whole: one copy
     assert shadow_msg_id(record(["a", "b"])) != shadow_msg_id(record(["a", "c"]))
     assert shadow_msg_id(record(["a", "b"])) != shadow_msg_id(record(["a", "b"], model="m-c"))
+
+
+def test_shadow_thresholds_come_from_meta_unless_overridden_in_config() -> None:
+    """ai_scorer.shadow: use_threshold_from_meta true (shipped) takes model.json's; false with a
+    number takes the number; false with null (the shipped tau_entry) still falls back to model.json."""
+    from types import SimpleNamespace
+
+    from tidegate.config.schema import AiScorerConfig
+    from tidegate.registry.metadata import Thresholds
+    from tidegate.services.scorer_models import shadow_thresholds
+
+    model = SimpleNamespace(meta=SimpleNamespace(thresholds=Thresholds(tau_entry=0.62, tau_hold=0.41)))
+
+    def got(**shadow: object) -> tuple[float, float]:
+        th = shadow_thresholds(model, AiScorerConfig.model_validate({"shadow": shadow}))  # type: ignore[arg-type]
+        return th.tau_entry, th.tau_hold
+
+    assert got() == (0.62, 0.41)                                                   # as shipped
+    assert got(use_threshold_from_meta=True, tau_entry=0.9, tau_hold=0.8) == (0.62, 0.41)   # meta wins
+    assert got(use_threshold_from_meta=False, tau_entry=0.7) == (0.7, 0.41)
+    assert got(use_threshold_from_meta=False, tau_entry=0.7, tau_hold=0.5) == (0.7, 0.5)
+    assert got(use_threshold_from_meta=False) == (0.62, 0.41)                      # null: model.json
