@@ -163,3 +163,23 @@ def test_a_fill_overtaken_by_its_cancel_never_opens_a_second_trade():
     rb.on_fill("X", "a", FillRecord(20, "buy", 100.0, 1.0, 0.0, "paper", 0.6, "m"), entry=True)   # late
     rb.on_mid("X", 5000 * MS, 100.0)
     assert rb.totals["paper"].trades == 1 and rb.late_fills == 1
+
+
+def test_trades_per_hour_counts_the_last_market_hour_and_the_baseline_brier_only_the_active_model():
+    """Two market hours, one trade a minute: ``trades_per_hour`` is the last hour's 60; every paper
+    trade wins and every canary trade loses, so ``brier_baseline_active`` (active model only) is
+    (0.6 - 1)^2 while ``brier_online`` (all routes) mixes in the canary's (0.6 - 0)^2."""
+    rb = RiskBook(window_trades=10_000)
+    rb.on_mid("X", 0, 100.0)
+    for i in range(120):
+        t = (i + 1) * 60 * S_NS
+        canary = i % 4 == 0
+        _trade(rb, f"o{i}", "canary" if canary else "paper", "cand" if canary else "act", t, [(100.0, 1.0)])
+        moved = 100.0 - 0.01 if canary else 100.0 + 0.01
+        rb.on_mid("X", t + 500 * MS, moved)         # the mid the 1 s markout reads
+        rb.on_mid("X", t + 1500 * MS, moved)        # past the longest horizon: the trade closes
+        rb.on_mid("X", t + 2000 * MS, 100.0)
+    sup = rb.supervision()
+    assert sup["trades_per_hour"] == 60
+    assert sup["brier_baseline_active"] == pytest.approx(0.16)
+    assert sup["brier_online"] == pytest.approx((90 * 0.16 + 30 * 0.36) / 120)
