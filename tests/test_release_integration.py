@@ -76,6 +76,9 @@ def _assert_rolled_back(world, driver: LocalDriver, reason: str) -> None:  # typ
     assert last.action == "rollback" and reason in last.reason
     rollbacks = driver.metrics.registry.get_sample_value("rollback_total", {"reason": reason})
     assert rollbacks == 1.0
+    switch = driver.metrics.registry.get_sample_value("mode_switch_total",
+                                                       {"from": "canary", "to": "disabled", "reason": reason})
+    assert switch == 1.0          # the MODE_SWITCH event above, counted with the rollback's reason
 
 
 def test_healthy_candidate_is_promoted_through_every_stage(world) -> None:  # type: ignore[no-untyped-def]
