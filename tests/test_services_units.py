@@ -75,3 +75,22 @@ def test_shadow_thresholds_come_from_meta_unless_overridden_in_config() -> None:
     assert got(use_threshold_from_meta=False, tau_entry=0.7) == (0.7, 0.41)
     assert got(use_threshold_from_meta=False, tau_entry=0.7, tau_hold=0.5) == (0.7, 0.5)
     assert got(use_threshold_from_meta=False) == (0.62, 0.41)                      # null: model.json
+
+
+def test_risk_parquet_scan_reports_the_largest_gap_in_any_archive(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The risk service's data-health scan behind ``parquet_gap_detected_ms``: real parquet files,
+    unsorted rows, a file without the time column skipped, a missing directory is 0."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tidegate.services.risk import scan_parquet_gaps
+
+    ms = 1_000_000
+    (tmp_path / "day=1").mkdir()
+    pq.write_table(pa.table({"local_ns": [0, 100 * ms, 2_600 * ms, 2_700 * ms]}), tmp_path / "day=1" / "a.parquet")
+    pq.write_table(pa.table({"local_ns": [5_000 * ms, 0, 4_000 * ms]}), tmp_path / "b.parquet")     # unsorted
+    pq.write_table(pa.table({"price": [1.0, 2.0]}), tmp_path / "no_time.parquet")
+    assert scan_parquet_gaps(tmp_path) == 4_000.0           # b.parquet: 0 -> 4000 ms once sorted
+    (tmp_path / "b.parquet").unlink()
+    assert scan_parquet_gaps(tmp_path) == 2_500.0
+    assert scan_parquet_gaps(tmp_path / "absent") == 0.0
