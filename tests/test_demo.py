@@ -46,7 +46,16 @@ def test_demo_promotes_a_healthy_candidate(tmp_path: Path) -> None:
     assert result.report is not None and result.report.is_file()
     assert "entered full" in out and "release report:" in out
     manifest = json.loads((result.workdir / "registry" / "manifest.json").read_text())
-    assert manifest["releases"][-1]["outcome"] == "Promoted"
+    record = manifest["releases"][-1]
+    assert record["outcome"] == "Promoted"
+    # the release record keeps the windows the verdicts were measured over (read back from disk)
+    state = result.workdir / "releases"
+    [name] = list_releases(state)
+    spec = ReleaseStore(state, name).load_release().spec
+    assert record["evaluation_windows"]["analysis_interval_s"] == spec.analysis.interval
+    assert record["evaluation_windows"]["parity_window_s"] == record["guard_rails"]["parity_window"]
+    assert record["evaluation_windows"]["drift_window_s"] == record["guard_rails"]["drift_window"]
+    assert record["evaluation_windows"]["stale_after_s"] == record["guard_rails"]["stale_after"] > 0
 
 
 def test_demo_parity_injection_rolls_back_with_the_reason_on_screen(tmp_path: Path) -> None:
