@@ -76,6 +76,24 @@ def test_scan_gaps_passes_clean_data_and_fails_past_the_threshold(synthetic_chai
     assert bad.returncode == 1 and report["gaps"] and report["max_gap_ms"] > 50
 
 
+def test_hpo_sweep_exports_its_top_trials_best_first(synthetic_chain: Path, tmp_path: Path) -> None:
+    """scripts/hpo_optuna.py: a short seeded sweep on the chain's training set; the export is the
+    best ``--top`` trials by objective (validation precision at tau_entry + 1e-3 PR-AUC)."""
+    out = tmp_path / "top.json"
+    _run("scripts/hpo_optuna.py", "--data", str(synthetic_chain / "training.parquet"), "--trials", "4", "--top", "2",
+         "--out", str(out), "--seed", "3")
+    doc = json.loads(out.read_text())
+    assert doc["trials"] == 4 and len(doc["top"]) == 2
+    first, second = doc["top"]
+    assert first["objective"] >= second["objective"] and first["number"] != second["number"]
+    for t in doc["top"]:
+        assert set(t["params"]) == {"num_leaves", "learning_rate", "min_child_samples", "n_estimators",
+                                    "colsample_bytree"}
+        assert 7 <= t["params"]["num_leaves"] <= 63 and 0.01 <= t["params"]["learning_rate"] <= 0.2
+        assert 0.0 <= t["val_pr_auc"] <= 1.0 and 0.0 <= t["tau_entry"] <= 1.0
+        assert t["objective"] >= 1e-3 * t["val_pr_auc"] - 1e-12    # precision part is never negative
+
+
 def test_train_refuses_missing_data(tmp_path: Path) -> None:
     r = _run("train.py", "--data", str(tmp_path / "none.parquet"), "--output-dir", str(tmp_path / "m"), ok=False)
     assert r.returncode == 1 and "not found" in r.stderr
