@@ -406,6 +406,22 @@ def test_pipeline_counts_decisions_and_trading_metrics_match_an_independent_reco
         routes = {r for r in got.values()}
         assert routes == {"paper", "canary"}
         assert {a.model_id for a in approved if a.route == "canary"} == {"m-b"}
+        # the online score distributions: the deciding model's score per candidate (candidate on the
+        # canary bucket, active elsewhere) and the shadow model's, over the scorer's last 2000
+        deciding = np.where([route(rs, c.signal_id) == "canary" for c in cands], p["m-b"], p["m-a"])[-2000:]
+        shadow_scores = p["m-b"][-2000:]
+
+        def distributions_settled() -> bool:
+            assert prom.one("ai_scorer", "model_score_distribution", split="online", stat="count") == len(deciding)
+            assert prom.one("ai_scorer", "shadow_score_distribution", split="online", stat="count") \
+                == len(shadow_scores)
+            return True
+
+        wait_for("score distributions exported", distributions_settled)
+        for metric, scores in (("model_score_distribution", deciding), ("shadow_score_distribution", shadow_scores)):
+            for stat, want in (("mean", scores.mean()), ("p10", np.quantile(scores, 0.1)),
+                               ("p50", np.quantile(scores, 0.5)), ("p90", np.quantile(scores, 0.9))):
+                assert prom.one("ai_scorer", metric, split="online", stat=stat) == pytest.approx(float(want), abs=1e-5)
 
         # -- the executor's accounting: each approved signal is skipped, rejected or traded once --
         opened = prom.get("executor", "trades_opened_total")
