@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 MARKETS = REPO / "config" / "markets"
 
@@ -46,3 +48,32 @@ def test_lot_sizes_are_checked_against_the_venue_instruments_response(tmp_path: 
     assert out.returncode == 1
     found = json.loads(out.stdout)
     assert found == [{"symbol": "BTCUSDT", "field": "lot_step", "expected": 0.01, "actual": 0.001}]
+
+
+@pytest.mark.real
+def test_risk_counts_each_reference_mismatch_at_start(nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same check inside the running risk service: one ``exchange_reference_mismatch_total``
+    per mismatching field, and a warning naming it; risk still serves (a finding, not a crash)."""
+    import urllib.request
+
+    from services_harness import Services, unique_names, write_config
+
+    from tidegate.infra.process import free_port
+
+    ns, bucket = unique_names("ref")
+    cfg = write_config(tmp_path / "app.yml", nats_url=nats_server.url, namespace=ns, kv_bucket=bucket,
+                       registry_root=tmp_path / "registry",
+                       overrides={"exchange": {"reference_maker_fee": 0.0004, "reference_taker_fee": 0.0006}})
+    svc, port = Services(tmp_path, cfg), free_port()
+    try:
+        svc.start("risk", port)
+        svc.wait_healthy(["risk"])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            body = r.read().decode()
+        found = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
+                 if line.startswith("exchange_reference_mismatch_total{")}
+        assert found == {'exchange_reference_mismatch_total{field="maker_fee",symbol="BTCUSDT"}': 1.0}, found
+        assert "exchange reference mismatch: BTCUSDT maker_fee expected 0.0004" in svc.log("risk")
+    finally:
+        rcs = svc.stop_all()
+    assert rcs == {"risk": 0}, svc.log("risk")[-2000:]
