@@ -257,6 +257,87 @@ def test_crit_routes_canary_and_full_to_paper_until_the_cooldown_ends(real_mode:
     assert eng.fail_safe_active(309.0) and not eng.fail_safe_active(310.0)
 
 
+@pytest.mark.real
+def test_a_stored_crit_turns_a_running_executors_canary_to_paper(nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """End to end: ``tidegate control crit`` stores a CRIT on the CONTROL stream, the running
+    executor's durable consumer reads it, and its next canary signals trade on paper."""
+    import time
+    import urllib.request
+
+    from services_harness import Services, unique_names, write_config
+    from test_services_pipeline import read_stream, wait_for, write_rollout
+
+    from tidegate.bus.messages import OrderMsg
+
+    ns, bucket = unique_names("fs")
+    subjects = Subjects(ns)
+    cfg = write_config(tmp_path / "app.yml", nats_url=nats_server.url, namespace=ns, kv_bucket=bucket,
+                       registry_root=tmp_path / "registry",
+                       overrides={"executor": {"warmup_seconds": 0, "fail_safe_cooldown": 600, "max_signal_age": 600}})
+    asyncio.run(write_rollout(nats_server.url, bucket, mode="canary", canary_fraction=1.0, rng_seed=1,
+                              active_model_id="m-a", candidate_model_id="m-b", tau_entry=0.5))
+    svc, port = Services(tmp_path, cfg), free_port()
+    t_ns = time.time_ns()
+    book = BookMsg(symbol=SYMBOL, ts_ns=t_ns, recv_ns=t_ns, seq=1, bids=[(60000.0 - 0.1 * i, 50.0) for i in range(10)],
+                   asks=[(60000.1 + 0.1 * i, 50.0) for i in range(10)])
+
+    def metric(name: str) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            lines = r.read().decode().splitlines()
+        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(name + "{")}
+
+    async def send(*msgs: Any) -> None:
+        nc = await nats.connect(nats_server.url)
+        try:
+            for m in msgs:
+                if isinstance(m, BookMsg):
+                    await nc.publish(subjects.book(SYMBOL), m.to_bytes())
+                else:
+                    await nc.jetstream().publish(subjects.approved(SYMBOL), m.to_bytes(),
+                                                 headers={"Nats-Msg-Id": m.signal_id})
+            await nc.flush()
+        finally:
+            await nc.close()
+
+    def sig(n: int) -> ApprovedMsg:
+        return signal(n, "canary").model_copy(update={"ts_ns": t_ns, "recv_ns": t_ns, "signal_id": f"{ns}-{n}"})
+
+    def orders() -> list[OrderMsg]:
+        raw = asyncio.run(read_stream(nats_server.url, subjects.stream("ORDERS"), subjects.orders(">")))
+        return [OrderMsg.model_validate_json(d) for _, d in raw]
+
+    def entry_routes() -> dict[str, str]:
+        return {o.signal_id: o.route for o in orders() if o.status == "new"}
+
+    try:
+        svc.start("executor", port)
+        svc.wait_healthy(["executor"])
+
+        def book_seen() -> bool:
+            asyncio.run(send(book))
+            return any(v >= 1 for k, v in metric("messages_processed_total").items() if ".md.book." in k)
+
+        wait_for("the executor has a book", book_seen)
+        asyncio.run(send(sig(1)))
+        wait_for("the canary signal traded", lambda: f"{ns}-1" in entry_routes())
+        assert entry_routes()[f"{ns}-1"] == "canary"
+
+        r = subprocess.run([sys.executable, "-m", "tidegate.cli", "control", "crit", "--config", str(cfg),
+                            "--reason", "drill"], cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        wait_for("the executor tripped its fail-safe",
+                 lambda: metric("fail_safe_switch_total").get('fail_safe_switch_total{reason="manual"}') == 1.0)
+        asyncio.run(send(sig(2), sig(3)))
+        wait_for("both signals traded", lambda: {f"{ns}-2", f"{ns}-3"} <= set(entry_routes()))
+        routes = entry_routes()
+        assert (routes[f"{ns}-2"], routes[f"{ns}-3"]) == ("paper", "paper"), routes
+        assert metric("fail_safe_route_total") == {f'fail_safe_route_total{{symbol="{SYMBOL}"}}': 2.0}
+        assert "control: CRIT manual: drill" in svc.log("executor")
+    finally:
+        rcs = svc.stop_all()
+    assert rcs == {"executor": 0}, svc.log("executor")[-2000:]
+
+
 # -- the signal engine's backpressure skip -------------------------------------------------------
 
 def test_throttle_doubles_while_over_and_halves_back_below_half_the_limit() -> None:
