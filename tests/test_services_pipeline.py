@@ -494,8 +494,26 @@ def synthetic_candidates(n: int, offset: int) -> list[Any]:
     raise AssertionError("synthetic market too short")
 
 
-def test_scorer_shadow_toggle_schema_refusal_and_nats_restart(nats_server, prometheus, slots, trained, tmp_path):  # type: ignore[no-untyped-def]
+async def publish_candidates(url: str, subjects: Any, batch: list[Any], rate: float,
+                             during: Callable[[], Any] | None = None) -> None:
+    """Publish candidates durably at ``rate``/s; ``during`` runs in a thread a quarter of the way in."""
     from tidegate.bus.connection import Bus
+
+    bus = await Bus.open(url, service="test", subjects=subjects)
+    task = None
+    for i, c in enumerate(batch):
+        await bus.publish_durable(subjects.candidates(SYMBOL), c, msg_id=f"candidate:{c.signal_id}")
+        if during is not None and i == len(batch) // 4:
+            task = asyncio.create_task(asyncio.to_thread(during))
+        await asyncio.sleep(1 / rate)
+    if task is not None:
+        await task
+    await bus.flush(timeout=60)
+    assert bus.unconfirmed == 0
+    await bus.close()
+
+
+def test_scorer_shadow_toggle_schema_refusal_and_nats_restart(nats_server, prometheus, slots, trained, tmp_path):  # type: ignore[no-untyped-def]
     from tidegate.bus.subjects import Subjects
 
     reg = registry_with(tmp_path / "registry", trained, shadow="m-b")  # a shadow slot, but shadow disabled
@@ -512,19 +530,8 @@ def test_scorer_shadow_toggle_schema_refusal_and_nats_restart(nats_server, prome
     tau = round(float(np.median(p)), 6)
     asyncio.run(write_rollout(nats_server.url, bucket, mode="disabled", tau_entry=tau))  # all routes paper
 
-    async def publish(batch: list[Any], rate: float, during: Callable[[], Any] | None = None) -> None:
-        bus = await Bus.open(nats_server.url, service="test", subjects=subjects)
-        task = None
-        for i, c in enumerate(batch):
-            await bus.publish_durable(subjects.candidates(SYMBOL), c, msg_id=f"candidate:{c.signal_id}")
-            if during is not None and i == len(batch) // 4:
-                task = asyncio.create_task(asyncio.to_thread(during))
-            await asyncio.sleep(1 / rate)
-        if task is not None:
-            await task
-        await bus.flush(timeout=60)
-        assert bus.unconfirmed == 0
-        await bus.close()
+    def publish(batch: list[Any], rate: float, during: Callable[[], Any] | None = None) -> Any:
+        return publish_candidates(nats_server.url, subjects, batch, rate, during)
 
     def scored(model: str) -> float | None:
         return prom.one("ai_scorer", "signals_scored_total", model=model)
@@ -564,6 +571,45 @@ def test_scorer_shadow_toggle_schema_refusal_and_nats_restart(nats_server, prome
         assert prom.one("ai_scorer", "signals_approved_total", model="m-a", route="paper") == len(approved)
         assert "nats reconnected" in svc.log("ai_scorer")
         assert svc.health("ai_scorer") is not None
+    finally:
+        rcs = svc.stop_all()
+    assert rcs == {"ai_scorer": 0}, svc.log("ai_scorer")[-2000:]
+
+
+def test_removing_the_shadow_link_stops_shadow_scoring_in_a_running_scorer(  # type: ignore[no-untyped-def]
+        nats_server, prometheus, slots, trained, tmp_path):
+    """The seed's other way to end shadow: remove the registry's ``shadow/`` link. The running
+    scorer drops the shadow model on its next registry poll; live scoring goes on."""
+    from tidegate.bus.subjects import Subjects
+
+    reg = registry_with(tmp_path / "registry", trained, shadow="m-b")
+    ns, bucket = unique_names("shl")
+    cfg = write_config(tmp_path / "app.yml", nats_url=nats_server.url, namespace=ns, kv_bucket=bucket,
+                       registry_root=tmp_path / "registry",
+                       overrides={"ai_scorer": {"shadow": {"enabled": True}, "registry_poll_interval": 0.2}})
+    ports = {"ai_scorer": slots()}
+    prom = Prom(prometheus, ports)
+    svc = Services(tmp_path, cfg)
+    subjects = Subjects(ns)
+    cands = synthetic_candidates(200, 1)
+    asyncio.run(write_rollout(nats_server.url, bucket, mode="disabled", tau_entry=0.5))
+    try:
+        svc.start("ai_scorer", ports["ai_scorer"])
+        svc.wait_healthy(["ai_scorer"])
+        prometheus.wait_up(ports["ai_scorer"])
+        asyncio.run(publish_candidates(nats_server.url, subjects, cands[:100], rate=2000))
+        wait_for("100 scored, shadow too", lambda: prom.one("ai_scorer", "shadow_signals_evaluated_total") == 100
+                 and prom.one("ai_scorer", "signals_scored_total", model="m-a") == 100)
+        assert prom.get("ai_scorer", "model_shadow_id") == {(("model_id", "m-b"),): 1.0}
+
+        reg.set_slot("shadow", None, reason="test: shadow ended")
+        wait_for("the shadow model dropped", lambda: prom.get("ai_scorer", "model_shadow_id") == {})
+        asyncio.run(publish_candidates(nats_server.url, subjects, cands[100:], rate=2000))
+        wait_for("200 scored", lambda: prom.one("ai_scorer", "signals_scored_total", model="m-a") == 200)
+        assert prom.one("ai_scorer", "shadow_signals_evaluated_total") == 100     # nothing more in shadow
+        shadow = asyncio.run(read_stream(nats_server.url, subjects.stream("SIGNALS"), subjects.shadow(">")))
+        ids = {d.signal_id for _, data in shadow for d in shadow_decisions(data)}
+        assert ids == {c.signal_id for c in cands[:100]}
     finally:
         rcs = svc.stop_all()
     assert rcs == {"ai_scorer": 0}, svc.log("ai_scorer")[-2000:]
