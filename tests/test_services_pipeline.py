@@ -580,6 +580,7 @@ def test_removing_the_shadow_link_stops_shadow_scoring_in_a_running_scorer(  # t
         nats_server, prometheus, slots, trained, tmp_path):
     """The seed's other way to end shadow: remove the registry's ``shadow/`` link. The running
     scorer drops the shadow model on its next registry poll; live scoring goes on."""
+    from tidegate.bus.messages import shadow_decisions
     from tidegate.bus.subjects import Subjects
 
     reg = registry_with(tmp_path / "registry", trained, shadow="m-b")
