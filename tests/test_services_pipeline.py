@@ -513,18 +513,26 @@ async def publish_candidates(url: str, subjects: Any, batch: list[Any], rate: fl
     await bus.close()
 
 
-def test_scorer_shadow_toggle_schema_refusal_and_nats_restart(nats_server, prometheus, slots, trained, tmp_path):  # type: ignore[no-untyped-def]
+def scorer_alone(nats_server: Any, prometheus: Any, slots: Any, trained: dict[str, Path], tmp_path: Path,
+                 prefix: str, *, shadow: bool) -> tuple[Any, Prom, Services, Any, str]:
+    """A scorer on its own (registry with m-a active and m-b in the shadow slot, registry polled
+    every 0.2 s): (registry, Prometheus reader, services, subjects, kv bucket)."""
     from tidegate.bus.subjects import Subjects
 
-    reg = registry_with(tmp_path / "registry", trained, shadow="m-b")  # a shadow slot, but shadow disabled
-    ns, bucket = unique_names("scr")
+    reg = registry_with(tmp_path / "registry", trained, shadow="m-b")
+    ns, bucket = unique_names(prefix)
     cfg = write_config(tmp_path / "app.yml", nats_url=nats_server.url, namespace=ns, kv_bucket=bucket,
                        registry_root=tmp_path / "registry",
-                       overrides={"ai_scorer": {"shadow": {"enabled": False}, "registry_poll_interval": 0.2}})
+                       overrides={"ai_scorer": {"shadow": {"enabled": shadow}, "registry_poll_interval": 0.2}})
     ports = {"ai_scorer": slots()}
-    prom = Prom(prometheus, ports)
-    svc = Services(tmp_path, cfg)
-    subjects = Subjects(ns)
+    return reg, Prom(prometheus, ports), Services(tmp_path, cfg), Subjects(ns), bucket
+
+
+def test_scorer_shadow_toggle_schema_refusal_and_nats_restart(nats_server, prometheus, slots, trained, tmp_path):  # type: ignore[no-untyped-def]
+    # a shadow slot, but shadow disabled
+    reg, prom, svc, subjects, bucket = scorer_alone(nats_server, prometheus, slots, trained, tmp_path, "scr",
+                                                    shadow=False)
+    ports = prom.ports
     cands = synthetic_candidates(1000, 0)
     p = onnx_scores(trained["m-a"], np.asarray([c.features for c in cands], dtype=np.float32))
     tau = round(float(np.median(p)), 6)
@@ -581,17 +589,10 @@ def test_removing_the_shadow_link_stops_shadow_scoring_in_a_running_scorer(  # t
     """The seed's other way to end shadow: remove the registry's ``shadow/`` link. The running
     scorer drops the shadow model on its next registry poll; live scoring goes on."""
     from tidegate.bus.messages import shadow_decisions
-    from tidegate.bus.subjects import Subjects
 
-    reg = registry_with(tmp_path / "registry", trained, shadow="m-b")
-    ns, bucket = unique_names("shl")
-    cfg = write_config(tmp_path / "app.yml", nats_url=nats_server.url, namespace=ns, kv_bucket=bucket,
-                       registry_root=tmp_path / "registry",
-                       overrides={"ai_scorer": {"shadow": {"enabled": True}, "registry_poll_interval": 0.2}})
-    ports = {"ai_scorer": slots()}
-    prom = Prom(prometheus, ports)
-    svc = Services(tmp_path, cfg)
-    subjects = Subjects(ns)
+    reg, prom, svc, subjects, bucket = scorer_alone(nats_server, prometheus, slots, trained, tmp_path, "shl",
+                                                    shadow=True)
+    ports = prom.ports
     cands = synthetic_candidates(200, 1)
     asyncio.run(write_rollout(nats_server.url, bucket, mode="disabled", tau_entry=0.5))
     try:
