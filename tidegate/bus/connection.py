@@ -159,7 +159,10 @@ class Bus:
         try:
             pending = (await sub.consumer_info()).num_pending
             while pending:
-                got = await sub.fetch(min(batch, pending), timeout=timeout)
+                try:
+                    got = await sub.fetch(min(batch, pending), timeout=timeout)
+                except nats.errors.TimeoutError:    # what was pending has gone (limits, purge)
+                    break
                 out += [m.data for m in got]
                 pending = got[-1].metadata.num_pending if got else 0
         finally:
