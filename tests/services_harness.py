@@ -124,3 +124,15 @@ class Services:
                 with contextlib.suppress(ProcessLookupError):
                     proc.send_signal(signal.SIGTERM)
         return {key: self.stop(key, signalled=True) for key in list(self.procs)}
+
+
+def metrics(port: int) -> dict[str, float]:
+    """A service's /metrics as {series: value}, read from the process (no Prometheus needed)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+        text = r.read().decode()
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out

@@ -262,9 +262,8 @@ def test_a_stored_crit_turns_a_running_executors_canary_to_paper(nats_server, tm
     """End to end: ``tidegate control crit`` stores a CRIT on the CONTROL stream, the running
     executor's durable consumer reads it, and its next canary signals trade on paper."""
     import time
-    import urllib.request
 
-    from services_harness import Services, unique_names, write_config
+    from services_harness import Services, metrics, unique_names, write_config
     from test_services_pipeline import read_stream, wait_for, write_rollout
 
     from tidegate.bus.messages import OrderMsg
@@ -282,9 +281,7 @@ def test_a_stored_crit_turns_a_running_executors_canary_to_paper(nats_server, tm
                    asks=[(60000.1 + 0.1 * i, 50.0) for i in range(10)])
 
     def metric(name: str) -> dict[str, float]:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            lines = r.read().decode().splitlines()
-        return {ln.rsplit(" ", 1)[0]: float(ln.rsplit(" ", 1)[1]) for ln in lines if ln.startswith(name + "{")}
+        return {k: v for k, v in metrics(port).items() if k.startswith(name + "{")}
 
     async def send(*msgs: Any) -> None:
         nc = await nats.connect(nats_server.url)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from services_harness import Services, unique_names, write_config
+from services_harness import Services, metrics, unique_names, write_config
 
 from tidegate.bus.market_messages import MarketMessages
 from tidegate.bus.messages import ApprovedMsg, BookMsg, FillMsg, OrderMsg
@@ -57,18 +57,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def metrics(port: int) -> dict[str, float]:
-    """The risk service's /metrics as {series: value} (read from the process, no Prometheus needed)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            out[name] = float(value)
-    return out
 
 
 class World:

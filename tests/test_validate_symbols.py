@@ -54,9 +54,7 @@ def test_lot_sizes_are_checked_against_the_venue_instruments_response(tmp_path: 
 def test_risk_counts_each_reference_mismatch_at_start(nats_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The same check inside the running risk service: one ``exchange_reference_mismatch_total``
     per mismatching field, and a warning naming it; risk still serves (a finding, not a crash)."""
-    import urllib.request
-
-    from services_harness import Services, unique_names, write_config
+    from services_harness import Services, metrics, unique_names, write_config
 
     from tidegate.infra.process import free_port
 
@@ -68,10 +66,7 @@ def test_risk_counts_each_reference_mismatch_at_start(nats_server, tmp_path: Pat
     try:
         svc.start("risk", port)
         svc.wait_healthy(["risk"])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            body = r.read().decode()
-        found = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in body.splitlines()
-                 if line.startswith("exchange_reference_mismatch_total{")}
+        found = {k: v for k, v in metrics(port).items() if k.startswith("exchange_reference_mismatch_total{")}
         assert found == {'exchange_reference_mismatch_total{field="maker_fee",symbol="BTCUSDT"}': 1.0}, found
         assert "exchange reference mismatch: BTCUSDT maker_fee expected 0.0004" in svc.log("risk")
     finally:
