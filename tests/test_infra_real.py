@@ -74,6 +74,48 @@ def test_prometheus_scrapes_an_exporter_read_back_with_prometheus_api_client(pro
         thread.join(5)
 
 
+def test_a_reclaimed_slot_starts_with_no_history_so_a_new_counter_is_no_reset(prometheus, prom_slot):
+    """CI stop 21: a healthy exporter failed the parity gate on the previous owner's failures, which
+    ``increase()`` read across the "reset" to the new owner's counter as part of one series."""
+    from prometheus_client import CollectorRegistry, Counter, start_http_server
+
+    sel = f'fixture_reuse_total{{instance="127.0.0.1:{prom_slot}"}}'
+
+    def scraped(value: float) -> None:        # at least two scrapes of this value
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not prometheus.query(
+                f"count_over_time(({sel} == {value})[1m:500ms]) >= 2"):
+            time.sleep(0.1)
+
+    def serve():  # type: ignore[no-untyped-def]
+        registry = CollectorRegistry()
+        counter = Counter("fixture_reuse", "a counter", registry=registry)
+        server, thread = start_http_server(prom_slot, addr="127.0.0.1", registry=registry)
+        scraped(0)
+        return counter, server, thread
+
+    counter, server, thread = serve()         # the previous owner counts two failures, then goes
+    counter.inc(2)
+    scraped(2)
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+    prometheus.release_slot(prom_slot)
+    taken = [prometheus.claim_slot()]         # FIFO: the released slot comes back last
+    while taken[-1] != prom_slot:
+        taken.append(prometheus.claim_slot())
+    for other in taken[:-1]:
+        prometheus.release_slot(other)
+    _, server, thread = serve()               # the next owner's counter starts at 0 and stays there
+    try:
+        got = prometheus.query(f"increase({sel}[5m])")
+        assert [float(r["value"][1]) for r in got] == [0.0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
 def test_promtool_checks_rules(promtool, tmp_path: Path):
     good = tmp_path / "good.yml"
     good.write_text("groups:\n- name: g\n  rules:\n  - record: job:x:rate1m\n    expr: rate(x_total[1m])\n")

@@ -413,3 +413,29 @@ def test_release_template_is_a_valid_model_release():
     release = parse_release(doc)
     assert release.spec.modelId == model_id
     assert release.spec.stages[0].name == "shadow" and release.spec.stages[-1].weight == 100
+
+
+def test_release_sh_on_the_host_reaches_the_stack_and_its_switches_reach_compose_prometheus(tmp_path):
+    """The seed's flow: the stack in compose, ``scripts/release.sh`` on the host with config/app.yml's
+    defaults. Its NATS and Prometheus must be published on those loopback ports (nothing else
+    published, nothing on a public address), and since compose's Prometheus cannot scrape the host,
+    the supervisor it does scrape counts the engine's switches from NATS (``--count-releases``)."""
+    from tidegate.config.loader import load_config
+
+    app = load_config(REPO / "config" / "app.yml", env={})
+    services = resolved(tmp_path, "paper")["services"]
+    published = set()   # docker-compose 1.29 prints "HOST_IP:PUBLISHED:TARGET/tcp"
+    for name, svc in services.items():
+        for spec in svc.get("ports", []):
+            host_ip, host_port, target = str(spec).removesuffix("/tcp").split(":")
+            published.add((name, host_ip, int(host_port), int(target)))
+    nats_port = int(app.nats.url.rsplit(":", 1)[1])
+    prom_port = int(app.prometheus.url.rsplit(":", 1)[1])
+    assert app.nats.url.startswith("nats://127.0.0.1:") and app.prometheus.url.startswith("http://127.0.0.1:")
+    assert published == {("nats", "127.0.0.1", nats_port, 4222), ("prometheus", "127.0.0.1", prom_port, 9090)}
+    command = services["supervisor"]["command"]
+    assert "--count-releases" in command
+    port = command[command.index("--metrics-port") + 1]
+    scrape = yaml.safe_load((REPO / "config" / "prometheus" / "prometheus.compose.yml").read_text())
+    targets = [t for job in scrape["scrape_configs"] for cfg in job["static_configs"] for t in cfg["targets"]]
+    assert f"supervisor:{port}" in targets

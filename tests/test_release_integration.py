@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,76 @@ def test_one_parity_failure_rolls_back_immediately(world) -> None:  # type: igno
     _assert_rolled_back(world, driver, "parity")
     parity = [d for d in driver.status.decisions if d.gate == "parity" and d.verdict == "FAIL"]
     assert parity and parity[0].value > 0 and "increase(onnx_parity_fail_total{instance=" in parity[0].query
+
+
+def test_a_supervisor_counting_releases_serves_the_engines_rollback_to_prometheus(world) -> None:  # type: ignore[no-untyped-def]
+    """Compose: release.sh runs on the host, compose's Prometheus scrapes only the supervisor. The
+    supervisor mirrors the engine's mode_switch_total / rollback_total from the control stream, each
+    switch once, and not its own halts (it counts those where it makes them)."""
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from tidegate.bus.connection import Bus
+    from tidegate.bus.consumer import consumer_backlog
+    from tidegate.metrics import build
+    from tidegate.release.prometheus import PrometheusProvider
+    from tidegate.rollout.supervisor import MIRROR_DURABLE, run_supervisor
+
+    prom, app = world["prom"], world["app"]
+    slot = prom.claim_slot()
+    reg = CollectorRegistry()
+    metrics = build(reg, "release")
+    server, thread = start_http_server(slot, addr="127.0.0.1", registry=reg)
+    provider = PrometheusProvider(prom.url, timeout=2.0)
+    driver = _driver(world, unique("mirror"))
+
+    async def bound() -> bool:
+        bus = await Bus.open(world["nats"].url, service="test")
+        try:
+            info = await bus.js.consumer_info(bus.subjects.stream("CONTROL"), MIRROR_DURABLE)
+            return info is not None and await consumer_backlog(bus, bus.subjects.stream("CONTROL"), MIRROR_DURABLE) == 0
+        except Exception:
+            return False
+        finally:
+            await bus.nc.close()
+
+    async def scenario() -> None:
+        stop = asyncio.Event()
+        supervisor = asyncio.create_task(run_supervisor(app, provider, world["registry"], stop, interval=0.2,
+                                                        metrics=metrics, count_releases=True))
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await bound():
+            assert asyncio.get_running_loop().time() < deadline, "the mirror's durable was never created"
+            await asyncio.sleep(0.1)
+        task = asyncio.create_task(driver.run())
+        await wait_until(lambda: driver.status is not None and driver.status.phase == "Canary", 20, "Canary")
+        world["exporter"].parity.inc()
+        await asyncio.wait_for(task, 20)
+        await wait_until(lambda: reg.get_sample_value("rollback_total", {"reason": "parity"}) == 1.0, 10,
+                         "the mirrored rollback")
+        stop.set()
+        assert await supervisor == []      # config says disabled: the supervisor itself halted nothing
+
+    try:
+        asyncio.run(scenario())
+        _assert_rolled_back(world, driver, "parity")
+        def counts(registry, name: str) -> dict:  # type: ignore[no-untyped-def,type-arg]
+            return {tuple(sorted(x.labels.items())): x.value for fam in registry.collect() for x in fam.samples
+                    if x.name == name}
+
+        for name in ("mode_switch_total", "rollback_total"):   # the supervisor's counts are the engine's
+            mine, theirs = counts(reg, name), counts(driver.metrics.registry, name)
+            assert mine == theirs and mine, (name, mine, theirs)
+        sel = f'rollback_total{{instance="127.0.0.1:{slot}",reason="parity"}}'
+        deadline, got = time.monotonic() + 10, []
+        while time.monotonic() < deadline and not got:
+            got = prom.query(f"{sel} == 1")
+            time.sleep(0.1)
+        assert got, f"{sel} never scraped at 1"
+    finally:
+        provider.close()
+        server.shutdown()
+        thread.join(5)
+        prom.release_slot(slot)
 
 
 def test_psi_above_block_rolls_back(world) -> None:  # type: ignore[no-untyped-def]

@@ -39,11 +39,14 @@ class ControlEvent(BaseModel):
     # Free text for people (an alert's summary, an operator's words). ``reason`` stays short and
     # low-cardinality because the executor uses it as the ``fail_safe_switch_total{reason}`` label.
     detail: str = ""
+    # A MODE_SWITCH's ``mode_switch_total{reason}`` label (a release's "advance", "promote", a
+    # rollback's gate): a supervisor that mirrors the engines' counters reads it from here.
+    label: str = ""
 
     def to_bytes(self) -> bytes:
-        # An empty ``detail`` is left out, so every event without one (all MODE_SWITCHes) keeps the
-        # exact bytes older readers (extra="forbid") accept.
-        exclude = None if self.detail else {"detail"}
+        # Empty ``detail`` and ``label`` are left out, so an event without them keeps the exact bytes
+        # older readers (extra="forbid") accept.
+        exclude = {f for f in ("detail", "label") if not getattr(self, f)} or None
         return self.model_dump_json(by_alias=True, exclude=exclude).encode()
 
     @classmethod

@@ -4,6 +4,13 @@ Prometheus 2.42 scrapes nothing for about 5 s after a start or a reload (target
 discovery is throttled), so it is started once with a pool of reserved target
 ports ("slots"). A test or a service claims a slot, listens on its port, and is
 scraped on the next interval, with no reload and no 5 s wait.
+
+A slot is reused by unrelated tests under the same ``instance`` label, so a claim first
+deletes the slot's history (the admin API, loopback only). Without it, increments the
+previous owner counted inside a gate's window stay in the same series, and ``increase()``
+reads across the "reset" to the new owner's counter and adds them: a healthy exporter once
+failed the parity gate on another test's two failures (CI, stop 21). Staleness markers do
+not help: range queries still see the samples before them.
 """
 
 from __future__ import annotations
@@ -66,6 +73,8 @@ class PrometheusServer:
         argv = [self.binary, f"--config.file={cfg}", f"--storage.tsdb.path={self.workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-lifecycle",
                 "--log.level=warn"]
+        if self.slot_ports:
+            argv.append("--web.enable-admin-api")   # claim_slot forgets a slot's history
         self._proc = ServerProcess("prometheus", argv, self.workdir / "prometheus.log").start()
         self._proc.wait_ready(self._ready, timeout)
         return self
@@ -81,7 +90,17 @@ class PrometheusServer:
         """A reserved target port that Prometheus already scrapes; release it when done."""
         if not self._free_slots:
             raise RuntimeError(f"all {len(self.slot_ports)} Prometheus target slots are in use")
-        return self._free_slots.pop(0)
+        port = self._free_slots.pop(0)
+        self.forget(port)
+        return port
+
+    def forget(self, port: int) -> None:
+        """Delete every series scraped from ``127.0.0.1:port`` (up to now); the next owner starts clean."""
+        match = urllib.parse.urlencode({"match[]": f'{{instance="127.0.0.1:{port}"}}'})
+        req = urllib.request.Request(f"{self.url}/api/v1/admin/tsdb/delete_series?{match}", method="POST")
+        with urllib.request.urlopen(req, timeout=5) as r:
+            if r.status != 204:
+                raise RuntimeError(f"could not forget slot {port}: HTTP {r.status}")
 
     def release_slot(self, port: int) -> None:
         if port in self.slot_ports and port not in self._free_slots:

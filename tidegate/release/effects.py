@@ -114,7 +114,7 @@ class EffectApplier:
         rollback = a["to_mode"] == "disabled" and str(a.get("reason", "")).startswith("rollback")
         event = ControlEvent(kind="MODE_SWITCH", severity="WARN" if rollback else "INFO",
                              **{"from": a["from_mode"], "to": a["to_mode"]}, reason=a.get("reason", ""),
-                             release=a.get("release"), event_id=effect.id)
+                             release=a.get("release"), event_id=effect.id, label=a.get("label", ""))
         await ensure_control_stream(self.js)
         ack = await self.js.publish(CONTROL, event.to_bytes(), headers={"Nats-Msg-Id": effect.id})
         if ack.duplicate:

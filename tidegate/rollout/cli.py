@@ -80,7 +80,11 @@ def set_cmd(config_path: Path, mode: str | None, canary_fraction: float | None, 
               help="serve rollback_total / mode_switch_total on 127.0.0.1:PORT (default: none)")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address of /metrics")
 @click.option("--once", is_flag=True, help="one look, then exit (exit 1 if it rolled the canary back)")
-def supervise_cmd(config_path: Path, interval: float, metrics_port: int | None, host: str, once: bool) -> None:
+@click.option("--count-releases", is_flag=True,
+              help="also count every release engine's MODE_SWITCH and rollback seen on control:events "
+                   "(for a Prometheus that scrapes this supervisor and not the engines, as in compose)")
+def supervise_cmd(config_path: Path, interval: float, metrics_port: int | None, host: str, once: bool,
+                  count_releases: bool) -> None:
     """Supervise a canary that config started (no release): roll it back on the seed's three conditions.
 
     Win rate against the live baseline, ONNX parity and PSI/KS drift, judged in Prometheus with
@@ -114,7 +118,7 @@ def supervise_cmd(config_path: Path, interval: float, metrics_port: int | None, 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         taken = await run_supervisor(cfg, provider, Registry(Path(cfg.registry.root)), stop, interval=interval,
-                                     metrics=metrics, once=once)
+                                     metrics=metrics, once=once, count_releases=count_releases)
         for d in taken:
             click.echo(d.reason)
         return 1 if (once and taken) else 0

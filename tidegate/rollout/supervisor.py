@@ -13,6 +13,13 @@ active model keeps serving) with the reason, a MODE_SWITCH control event is publ
 The decision is a pure function (:func:`supervise_decision`); this module's loop is the thin
 shell around it. A canary that a release started (the stored state names a ``release``) is
 left to its release engine, and nothing is done while nobody routes to a canary.
+
+With ``count_releases`` the supervisor also mirrors every release engine's ``mode_switch_total``
+and ``rollback_total`` from the MODE_SWITCH events on ``control:events`` (a durable consumer,
+each event counted once by its id). That is for a Prometheus that scrapes the supervisor and not
+the engines: in the Compose stack ``scripts/release.sh`` runs on the host, beyond the reach of
+compose's Prometheus, while its switches reach NATS. Enable it only where nothing scrapes the
+engines themselves, or the switches count twice.
 """
 
 from __future__ import annotations
@@ -27,7 +34,10 @@ from typing import Any
 import nats
 from nats.js import JetStreamContext
 
+from tidegate.bus.connection import Bus, ensure_streams
+from tidegate.bus.consumer import DurableConsumer, MessageCounters
 from tidegate.bus.control import ControlEvent, publish_control
+from tidegate.bus.dedupe import RecentIds
 from tidegate.bus.subjects import Subjects
 from tidegate.config.schema import AppConfig
 from tidegate.registry import Registry
@@ -41,6 +51,8 @@ from tidegate.rollout.state import RolloutState
 log = logging.getLogger(__name__)
 
 ROLLBACK_GATES = ("winrate", "parity", "psi", "ks")   # the seed's three automatic rollback conditions
+ROLLBACK_PREFIX = "rollback: "    # a release rollback's MODE_SWITCH reason: "rollback: <gate>"
+MIRROR_DURABLE = "supervisor_release_counts"
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,39 @@ async def look_once(app: AppConfig, provider: GateProvider, state: RolloutState,
     return supervise_decision(state, verdicts), verdicts
 
 
+def engine_counts(event: ControlEvent) -> list[tuple[str, dict[str, str]]]:
+    """The counter increments a release engine made when it published ``event``: (metric, labels).
+
+    Only a release's switches (``release`` set) are mirrored; the supervisor counts its own halts
+    where it makes them. An engine older than the ``label`` field leaves the switch's reason label
+    empty; a rollback's reason is then read from the event's "rollback: <gate>".
+    """
+    if event.kind != "MODE_SWITCH" or not event.release:
+        return []
+    out = [("mode_switch_total", {"from": event.from_mode or "", "to": event.to_mode or "", "reason": event.label})]
+    if event.to_mode == "disabled" and event.reason.startswith(ROLLBACK_PREFIX):
+        out.append(("rollback_total", {"reason": event.label or event.reason[len(ROLLBACK_PREFIX):]}))
+    return out
+
+
+def release_mirror(bus: Bus, app: AppConfig, metrics: dict[str, Any]) -> DurableConsumer[Any]:
+    """A durable consumer of ``control:events`` that applies :func:`engine_counts` once per event id
+    (a redelivery after a lost ack is not counted again; a new durable starts at new events)."""
+    subjects = Subjects(app.nats.namespace)
+    seen = RecentIds(10_000)
+
+    async def on_events(batch: Sequence[ControlEvent]) -> None:
+        for ev in batch:
+            if ev.event_id and not seen.add(ev.event_id):
+                continue
+            for name, labels in engine_counts(ev):
+                metrics[name].labels(**labels).inc()
+
+    return DurableConsumer(bus, stream=subjects.stream("CONTROL"), durable=MIRROR_DURABLE, subject=subjects.control,
+                           schema=ControlEvent, handler=on_events, counters=MessageCounters("supervisor", metrics),
+                           batch=64)
+
+
 async def halt(app: AppConfig, store: RolloutKV, js: JetStreamContext, effective: RolloutState,
                decision: Supervision, metrics: dict[str, Any]) -> RolloutState:
     """Store ``mode: disabled`` (the effective state's models kept), publish MODE_SWITCH, count it."""
@@ -103,7 +148,8 @@ async def halt(app: AppConfig, store: RolloutKV, js: JetStreamContext, effective
     await store.put(new)
     event = ControlEvent(kind="MODE_SWITCH", severity="WARN", from_mode="canary", to_mode="disabled",
                          reason=f"rollback: {decision.gate}", detail=decision.reason[:1000],
-                         event_id=f"config-canary-rollback:{new.revision}:{effective.candidate_model_id}")
+                         event_id=f"config-canary-rollback:{new.revision}:{effective.candidate_model_id}",
+                         label=decision.gate)
     await publish_control(js, event, Subjects(app.nats.namespace))
     metrics["rollback_total"].labels(reason=decision.gate).inc()
     metrics["mode_switch_total"].labels(**{"from": "canary", "to": "disabled", "reason": decision.gate}).inc()
@@ -112,11 +158,17 @@ async def halt(app: AppConfig, store: RolloutKV, js: JetStreamContext, effective
 
 async def run_supervisor(app: AppConfig, provider: GateProvider, registry: Registry, stop: asyncio.Event, *,
                          interval: float, metrics: dict[str, Any], once: bool = False,
-                         limits: Limits | None = None) -> list[Supervision]:
-    """Look every ``interval`` seconds until ``stop``; returns the decisions taken (for tests and logs)."""
+                         limits: Limits | None = None, count_releases: bool = False) -> list[Supervision]:
+    """Look every ``interval`` seconds until ``stop``; returns the decisions taken (for tests and logs).
+    ``count_releases`` runs :func:`release_mirror` beside the looks until ``stop``."""
     nc = await nats.connect(app.nats.url, connect_timeout=app.nats.connect_timeout_s, max_reconnect_attempts=-1)
     taken: list[Supervision] = []
+    mirror: asyncio.Task[None] | None = None
     try:
+        if count_releases and not once:
+            bus = Bus(nc, service="supervisor", subjects=Subjects(app.nats.namespace))
+            await ensure_streams(bus.js, bus.subjects)
+            mirror = asyncio.create_task(release_mirror(bus, app, metrics).run(stop))
         store = await RolloutKV.open(nc.jetstream(), app.nats.kv_bucket)
         policy = config_policy(app.rollout)
         while not stop.is_set():
@@ -134,5 +186,7 @@ async def run_supervisor(app: AppConfig, provider: GateProvider, registry: Regis
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=interval)
     finally:
+        if mirror is not None:
+            await asyncio.gather(mirror, return_exceptions=True)
         await nc.drain()
     return taken
