@@ -81,3 +81,36 @@ def test_schema_hash_mismatch_is_refused_by_name(registry: Path) -> None:
 def test_unknown_model_is_refused(registry: Path) -> None:
     r = _promote(registry, "active", "nope")
     assert r.returncode == 1 and "not in the registry" in r.stderr
+
+
+def test_deploy_by_copying_a_trained_directory_then_promoting_and_loading_it(registry: Path, tmp_path: Path) -> None:
+    """The seed's "deploy by copying the ONNX and metadata into models/": a train.py output directory
+    copied into the registry by hand is verified like a registered one, recorded in manifest.json when
+    it first takes a slot, and is what a restarted scorer loads. A copy under another name is refused."""
+    import shutil
+
+    from tidegate.features.schema import schema_hash
+    from tidegate.registry.store import COPIED_NOTE
+    from tidegate.services.scorer_models import load_model
+
+    registry = Path(shutil.copytree(registry, tmp_path / "registry", symlinks=True))   # the module's stays as is
+    latest = train_end_to_end(tmp_path / "latest", seconds=60, cycles=2, model_id="m-copied")
+    _promote(registry, "active", "m-good")
+    shutil.copytree(latest, registry / "copied-by-hand")
+    r = _promote(registry, "active", "copied-by-hand")
+    assert r.returncode == 1 and "is model 'm-copied'" in r.stderr, r.stderr
+    assert Registry(registry).slot("active") == "m-good"
+    shutil.copytree(latest, registry / "m-copied")
+    assert Registry(registry).entry("m-copied") is None
+    r = _promote(registry, "active", "m-copied")
+    assert r.returncode == 0, r.stderr
+    reg = Registry(registry)
+    meta = json.loads((latest / "model.json").read_text())
+    entry = reg.entry("m-copied")
+    assert reg.slot("active") == "m-copied" and entry is not None
+    assert (entry.schema_hash, entry.path, entry.thresholds["tau_entry"]) == (
+        meta["schema_hash"], "m-copied", meta["thresholds"]["tau_entry"])
+    assert entry.notes == (meta.get("notes") or COPIED_NOTE)
+    assert reg.manifest().slot_history[-1].to_id == "m-copied"
+    served = load_model(reg, reg.slot("active"), schema_hash())   # what ai_scorer loads at its restart
+    assert served.meta.id == "m-copied"

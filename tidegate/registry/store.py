@@ -66,6 +66,15 @@ class Manifest(BaseModel):
     releases: list[dict[str, Any]] = Field(default_factory=list)
 
 
+COPIED_NOTE = "deployed by copying into the registry (recorded when first put in a slot)"
+
+
+def _entry(meta: ModelMetadata, notes: str, evaluation_windows: dict[str, Any] | None) -> ManifestEntry:
+    return ManifestEntry(id=meta.id, created_at=meta.created_at, schema_hash=meta.schema_hash,
+                         thresholds=meta.thresholds.model_dump(), path=meta.id, notes=notes, metrics=meta.metrics,
+                         evaluation_windows=evaluation_windows or dict(meta.training_window), regimes=meta.regimes)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -125,6 +134,9 @@ class Registry:
     def verify(self, model_id: str, *, expected_schema_hash: str | None = None) -> ModelMetadata:
         """Check ONNX bytes against model.json (and the live schema); raise ArtifactError."""
         meta = self.metadata(model_id)
+        if meta.id != model_id:   # a directory copied by hand under another name
+            raise ArtifactError(f"model {model_id!r}: {self.model_dir(model_id) / 'model.json'} is model {meta.id!r}; "
+                                f"a model's directory is named by its id ({self.root / meta.id})")
         onnx_path = self.model_dir(model_id) / "model.onnx"
         if not onnx_path.is_file():
             raise ArtifactError(f"model {model_id!r}: model.onnx missing at {onnx_path}")
@@ -162,11 +174,7 @@ class Registry:
         if dest.exists():
             shutil.rmtree(dest)
         staging.rename(dest)
-        entry = ManifestEntry(id=meta.id, created_at=meta.created_at, schema_hash=meta.schema_hash,
-                              thresholds=meta.thresholds.model_dump(), path=meta.id,
-                              notes=notes or meta.notes, metrics=meta.metrics,
-                              evaluation_windows=evaluation_windows or dict(meta.training_window),
-                              regimes=meta.regimes)
+        entry = _entry(meta, notes or meta.notes, evaluation_windows)
         manifest = self.manifest()
         manifest.models = [m for m in manifest.models if m.id != meta.id] + [entry]
         self._save(manifest)
@@ -184,12 +192,16 @@ class Registry:
         if current == model_id:
             return False
         link = self.root / slot
+        manifest = self.manifest()
         if model_id is None:
             link.unlink(missing_ok=True)
         else:
-            self.verify(model_id, expected_schema_hash=expected_schema_hash)
+            meta = self.verify(model_id, expected_schema_hash=expected_schema_hash)
+            if not any(m.id == model_id for m in manifest.models):
+                # the seed's "deploy by copying": a trained directory copied into the registry by
+                # hand, verified above like a registered one, is recorded before it serves
+                manifest.models.append(_entry(meta, meta.notes or COPIED_NOTE, None))
             atomic_symlink(model_id, link)
-        manifest = self.manifest()
         manifest.slot_history.append(SlotChange(at=_now(), slot=slot, from_id=current, to_id=model_id,
                                                 reason=reason))
         self._save(manifest)
