@@ -247,6 +247,27 @@ def test_item7_release_run_serves_the_engine_metrics_on_the_configured_port(tmp_
     assert proc.returncode == 0, out
 
 
+def test_item7_the_mirror_counts_release_switches_only_and_reads_an_older_engines_rollback() -> None:
+    """engine_counts: a release's MODE_SWITCH gives the engine's own increments; the supervisor's own
+    halt (no release) and CRIT events give none; an engine older than ``label`` still yields the
+    rollback's gate, read from its "rollback: <gate>" reason."""
+    from tidegate.bus.control import ControlEvent
+    from tidegate.rollout.supervisor import engine_counts
+
+    def ev(**kw):  # type: ignore[no-untyped-def]
+        return ControlEvent.from_bytes(ControlEvent(kind="MODE_SWITCH", event_id="e", **kw).to_bytes())
+
+    rollback = ev(**{"from": "canary", "to": "disabled"}, reason="rollback: winrate", release="r1", label="winrate")
+    assert engine_counts(rollback) == [("mode_switch_total", {"from": "canary", "to": "disabled", "reason": "winrate"}),
+                                       ("rollback_total", {"reason": "winrate"})]
+    advance = ev(**{"from": "disabled", "to": "canary"}, reason="canary at 10%: ok", release="r1", label="advance")
+    assert engine_counts(advance) == [("mode_switch_total", {"from": "disabled", "to": "canary", "reason": "advance"})]
+    older = ev(**{"from": "canary", "to": "disabled"}, reason="rollback: parity", release="r1")
+    assert engine_counts(older)[1] == ("rollback_total", {"reason": "parity"})
+    assert engine_counts(ev(**{"from": "canary", "to": "disabled"}, reason="rollback: psi", label="psi")) == []
+    assert engine_counts(ControlEvent(kind="CRIT", severity="CRIT", reason="x", release="r1")) == []
+
+
 # -- item 4: a canary that config started is supervised ---------------------------------------------
 
 @pytest.mark.real
