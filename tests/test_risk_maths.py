@@ -112,6 +112,24 @@ def test_a_partially_filled_order_waits_for_its_end_and_its_remaining_fills():
     assert rb.totals["paper"].trades == 1
 
 
+def test_an_order_end_arriving_after_the_last_mid_still_closes_its_trade():
+    """CI (fresh6): risk's canary count stuck at 111 of 112 at the end of a replay.
+
+    Orders and fills come on two streams: under load the order's "filled" event can arrive after the
+    last book. The trade was then complete and marked but waited for a mid that never came.
+    """
+    rb = RiskBook()
+    rb.on_mid("X", 0, 100.0)
+    rb.on_order("a", "canary", "new", qty=1.0, entry=True)
+    rb.on_order("a", "canary", "accepted", entry=True)
+    rb.on_fill("X", "a", FillRecord(10, "buy", 100.0, 1.0, 0.0, "canary", 0.6, "m"), entry=True)
+    rb.on_mid("X", 900 * MS, 101.0)
+    rb.on_mid("X", 1500 * MS, 101.0)        # the last book of the replay: marked, but the end is unknown
+    assert rb.totals["canary"].trades == 0
+    rb.on_order("a", "canary", "filled", entry=True)
+    assert rb.totals["canary"].trades == 1 and rb.totals["canary"].wins == 1
+
+
 def test_release_attempt_counts_grow_past_min_sample_for_a_ten_percent_canary():
     """20,000 closed trades, 10 % canary: the attempt's canary sample is ~2,000 (it peaked at 71 when it was
     the canary's share of the last 500 trades)."""

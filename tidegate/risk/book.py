@@ -190,7 +190,10 @@ class RiskBook:
         ``qty``/``entry`` (from the "new" event) tell the trade book how much fill to expect.
         """
         if entry is not False and status in ("new", "filled", "cancelled"):
-            self._entry_event(coid, status, qty)
+            symbol = self._entry_event(coid, status, qty)
+            times = self.mids_t.get(symbol or "")
+            if times:   # the end can come after the last mid (another stream): close it on what is known
+                self._close_due(symbol, times[-1], only=coid)
         if status == "rejected":
             if coid not in self.orders:
                 self.totals[route].rejected += 1
@@ -212,19 +215,21 @@ class RiskBook:
             o.cancelled = o.end == "cancelled"
             self._done(coid, o)
 
-    def _entry_event(self, coid: str, status: str, qty: float) -> None:
-        for trades in self.open_trades.values():
+    def _entry_event(self, coid: str, status: str, qty: float) -> str | None:
+        """Apply an entry order's event to its open trade (its symbol returned) or keep it for one."""
+        for symbol, trades in self.open_trades.items():
             t = trades.get(coid)
             if t is not None:
                 if status == "new":
                     t.qty = qty or t.qty
                 elif not t.end:
                     t.end = status
-                return
+                return symbol
         old_qty, old_end = self.entry_meta.get(coid, (0.0, ""))
         self.entry_meta[coid] = (qty or old_qty, old_end or ("" if status == "new" else status))
         while len(self.entry_meta) > 4 * self.window_orders + 10_000:
             self.entry_meta.pop(next(iter(self.entry_meta)))
+        return None
 
     def on_fill(self, symbol: str, coid: str, fill: FillRecord, *, entry: bool) -> list[ClosedTrade]:
         """Record a fill; an entry fill joins its order's trade, closed once the order is done and marked."""
